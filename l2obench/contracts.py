@@ -1,0 +1,254 @@
+"""The contracts between the harness, problem families and solvers.
+
+Problem families produce ``Instances``; solvers ``fit`` on a ``FitContext`` and
+``solve`` an observation (a mapping of tensors that never holds the target);
+problem families ``evaluate`` a ``Solution`` into ``Measurement`` values.
+This module imports no numerical library, so plugins can subclass it cheaply.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric's identity: name, which direction is better, and its unit."""
+
+    name: str
+    direction: str  # "lower" or "higher"
+    unit: str = ""
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured number: ``metric`` over ``subset`` of a split (e.g. "snr=20")."""
+
+    metric: str
+    value: float
+    subset: str = "all"
+
+
+@dataclass
+class Instances:
+    """A batch of problem instances.
+
+    Attributes
+    ----------
+    observed : dict of str to Tensor
+        Per-instance observations (first axis = instance), e.g. ``b``.
+    shared : dict of str to Tensor
+        Observations common to every instance, e.g. a fixed sensing matrix ``A``.
+    target : dict of str to Tensor
+        Per-instance ground truth, e.g. ``x``; never shown to ``solve``.
+    groups : dict of str to Tensor
+        Per-instance labels used to report subsets, e.g. the SNR level.
+    """
+
+    observed: dict[str, Any]
+    target: dict[str, Any]
+    shared: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(next(iter(self.observed.values())).shape[0])
+
+    def observation(self) -> dict[str, Any]:
+        """What a solver may see: the shared and per-instance observations."""
+        return {**self.shared, **self.observed}
+
+    def subset(self, index) -> "Instances":
+        """Instances selected by ``index`` (a slice or an index tensor)."""
+        pick = lambda d: {k: v[index] for k, v in d.items()}  # noqa: E731
+        return replace(self, observed=pick(self.observed), target=pick(self.target),
+                       groups=pick(self.groups))
+
+    def to(self, device) -> "Instances":
+        move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
+        return Instances(move(self.observed), move(self.target), move(self.shared), move(self.groups))
+
+    def tensors(self) -> dict[str, Any]:
+        """Every tensor under a unique name, for hashing and caching."""
+        out = {}
+        for part in ("observed", "target", "shared", "groups"):
+            for k, v in getattr(self, part).items():
+                out[f"{part}.{k}"] = v
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping[str, Any]) -> "Instances":
+        parts: dict[str, dict] = {"observed": {}, "target": {}, "shared": {}, "groups": {}}
+        for key, value in tensors.items():
+            part, _, name = key.partition(".")
+            parts[part][name] = value
+        return cls(**parts)
+
+
+@dataclass
+class Solution:
+    """What ``solve`` returns.
+
+    Attributes
+    ----------
+    estimate : Tensor
+        One estimate per instance (first axis = instance).
+    trajectory : list of Tensor, optional
+        Iterates ``x_1 .. x_T`` (each shaped like ``estimate``) when requested.
+    iterations : Tensor, optional
+        Iterations (or layers) each instance used, e.g. with a stopping rule.
+    """
+
+    estimate: Any
+    trajectory: list | None = None
+    iterations: Any = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The training budget of a learned solver, set by the suite's scale.
+
+    Parameters
+    ----------
+    steps : int
+        Maximum number of optimizer steps.
+    batch_size : int
+        Instances per step.
+    eval_every : int
+        Steps between validation evaluations (early stopping).
+    patience : int
+        Evaluations without improvement before stopping.
+    max_seconds : float, optional
+        Wall-clock cap on training.
+    """
+
+    steps: int = 1000
+    batch_size: int = 128
+    eval_every: int = 100
+    patience: int = 5
+    max_seconds: float | None = None
+
+
+@dataclass
+class FitContext:
+    """Everything a solver's ``fit`` may use.
+
+    Attributes
+    ----------
+    problem : ProblemFamily
+        The family (its ``loss`` scores estimates during training and tuning).
+    train, val : Instances
+        Training and validation splits, on ``device``.
+    budget : Budget
+        Training budget (learned solvers).
+    tune : mapping of str to sequence
+        Hyper-parameters to tune on ``val`` and the values to search (those
+        with a grid in the solver's spec that the suite did not fix).
+    device : torch.device
+        Where to compute.
+    seed : int
+        Seed for the solver's own randomness (initialisation, batches).
+    draw_train : callable, optional
+        ``draw_train(n)`` returns ``n`` fresh training instances (on ``device``)
+        from the training distribution, deterministic given the seed.
+    progress : callable, optional
+        ``progress(total, desc)`` returns a progress bar (tqdm-like).
+    """
+
+    problem: "ProblemFamily"
+    train: Instances
+    val: Instances
+    budget: Budget = field(default_factory=Budget)
+    tune: Mapping[str, Any] = field(default_factory=dict)
+    device: Any = "cpu"
+    seed: int = 0
+    draw_train: Callable[[int], Instances] | None = None
+    progress: Callable[..., Any] | None = None
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+class Solver:
+    """Base class of solvers, in the style of scikit-learn estimators.
+
+    ``__init__`` stores the hyper-parameters (already resolved against the
+    spec's defaults) as attributes and does nothing else; ``fit`` returns
+    ``self``; fitted state ends with ``_``.
+    """
+
+    def __init__(self, **params: Any):
+        self._param_names = tuple(params)
+        for key, value in params.items():
+            setattr(self, key, value)
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._param_names}
+
+    def set_params(self, **params: Any) -> "Solver":
+        for key, value in params.items():
+            if key not in self._param_names:
+                raise ValueError(f"{type(self).__name__} has no hyper-parameter {key!r}")
+            setattr(self, key, value)
+        return self
+
+    def fit(self, context: FitContext) -> "Solver":
+        """Train (learned) or tune (classical) on the context's splits."""
+        return self
+
+    def solve(self, observation: Mapping[str, Any], trajectory: bool = False) -> Solution:
+        """Solve every instance of ``observation`` (batched)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Fitted state, loadable with ``torch.load(..., weights_only=True)``."""
+        return {"params": self.get_params()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> "Solver":
+        self.set_params(**state["params"])
+        return self
+
+    def to(self, device) -> "Solver":
+        """Move fitted tensors to ``device`` (classical solvers hold none)."""
+        return self
+
+
+class ProblemFamily:
+    """Base class of problem families.
+
+    Subclasses set ``metrics`` (the metrics ``evaluate`` returns),
+    ``primary_metric`` (the one reported per iteration and used for tuning
+    ties) and ``gap_metric`` (linear-scale metric of the generalization gap).
+    ``__init__`` stores the resolved settings as attributes.
+    """
+
+    metrics: Mapping[str, Metric] = {}
+    primary_metric: str = ""
+    gap_metric: str = ""
+
+    def __init__(self, **settings: Any):
+        self.settings = dict(settings)
+        for key, value in settings.items():
+            setattr(self, key, value)
+
+    def split_sizes(self) -> dict[str, int]:
+        """Number of instances in each split, e.g. ``{"train": .., "val": .., "test": ..}``."""
+        raise NotImplementedError
+
+    def draw_shared(self, generator: "torch.Generator") -> dict[str, Any]:
+        """Tensors common to all instances of one seed (e.g. a sensing matrix)."""
+        return {}
+
+    def draw(self, n: int, generator: "torch.Generator", shared: Mapping[str, Any],
+             split: str) -> Instances:
+        """Draw ``n`` instances of ``split`` on the CPU."""
+        raise NotImplementedError
+
+    def loss(self, estimate, target: Mapping[str, Any]):
+        """Per-instance loss used for training and tuning (lower is better)."""
+        raise NotImplementedError
+
+    def evaluate(self, estimate, instances: Instances, per_subset: bool = True) -> list[Measurement]:
+        """Metrics of ``estimate`` against the instances' targets."""
+        raise NotImplementedError

@@ -1,0 +1,81 @@
+"""Built-in solvers of l2obench.
+
+This module is the plugin that the ``l2obench`` entry-point group loads, exactly
+as it would load a third-party package. It imports no numerical library: each
+solver is named by a ``"module:Class"`` string and imported when used. The
+specs below are the single source of each solver's hyper-parameters, their
+defaults and the grids searched on the validation split.
+"""
+from __future__ import annotations
+
+from l2obench import Param, SolverSpec, hookimpl
+
+# Regularisation weights searched on validation; the LASSO optimum for
+# SNR 20-40 dB with unit-norm columns lies well inside this range.
+LAMBDA_GRID = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+_ITERATION_PARAMS = {
+    "max_iter": Param(1000, help="maximum iterations"),
+    "tol": Param(1e-6, help="stop an instance when its relative duality gap is below tol; 0: run max_iter"),
+}
+
+ISTA = SolverSpec(
+    name="ista",
+    factory="l2obench_plugins.proximal_gradient:ISTA",
+    families=("lasso",),
+    learned=False,
+    description="proximal gradient for 0.5||Ax-b||^2 + lam||x||_1, batched over instances",
+    params={
+        "lam": Param(0.1, LAMBDA_GRID, "l1 weight"),
+        "step": Param(1.0, (1.0, 1.5, 1.9), "step size in units of 1/L, L = ||A||_2^2 (< 2 converges)"),
+        **_ITERATION_PARAMS,
+    },
+)
+
+FISTA = SolverSpec(
+    name="fista",
+    factory="l2obench_plugins.proximal_gradient:FISTA",
+    families=("lasso",),
+    learned=False,
+    description="accelerated proximal gradient (Beck-Teboulle) with adaptive restart, batched",
+    params={
+        "lam": Param(0.1, LAMBDA_GRID, "l1 weight"),
+        "restart": Param(True, help="gradient-based adaptive restart (O'Donoghue-Candes)"),
+        **_ITERATION_PARAMS,
+    },
+)
+
+ADMM = SolverSpec(
+    name="admm",
+    factory="l2obench_plugins.admm:ADMM",
+    families=("lasso",),
+    learned=False,
+    description="ADMM (Boyd et al. 2011, section 6.4) with a cached factorisation, batched",
+    params={
+        "lam": Param(0.1, LAMBDA_GRID, "l1 weight"),
+        "rho": Param(1.0, (0.1, 0.3, 1.0, 3.0, 10.0), "augmented-Lagrangian penalty"),
+        "max_iter": Param(1000, help="maximum iterations"),
+        "tol": Param(1e-6, help="stop an instance when its relative primal and dual residuals are below tol; 0: run max_iter"),
+    },
+)
+
+LISTA = SolverSpec(
+    name="lista",
+    factory="l2obench_plugins.lista:LISTA",
+    families=("lasso",),
+    learned=True,
+    description="learned ISTA (Gregor-LeCun 2010): T untied layers x_t = soft(W1_t b + W2_t x_{t-1}, theta_t)",
+    params={
+        "n_layers": Param(20, help="number of layers T"),
+        "gamma": Param(0.9, help="layer-loss discount: loss = sum_t gamma^(T-t) ||x_t - x*||^2"),
+        "lr": Param(1e-3, help="Adam learning rate"),
+        "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds"),
+        "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)"),
+    },
+)
+
+
+@hookimpl
+def l2obench_register_solvers(register):
+    for spec in (ISTA, FISTA, ADMM, LISTA):
+        register(spec)

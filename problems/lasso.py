@@ -1,0 +1,105 @@
+"""Compressed sensing with a fixed sensing matrix (the LASSO family).
+
+The setup of LISTA-CPSS / ALISTA and of the learning-to-stop experiments
+(thesis section 5.5.1): per setting and seed one sensing matrix ``A`` in
+``R^{m x n}`` with i.i.d. ``N(0, 1/m)`` entries and unit-norm columns
+(optionally with a prescribed condition number); ``x*`` with Bernoulli(p)
+support and ``N(0, 1)`` non-zeros; ``b = A x* + e`` where
+``e ~ N(0, sigma^2 I)``, ``sigma = std(A x*) * 10^(-SNR/20)`` per instance and
+the SNR drawn from a set of levels ("mixed") or absent (noiseless).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+
+from l2obench.contracts import Instances, Measurement, Metric, ProblemFamily
+
+NMSE_DB = Metric("nmse_db", "lower", "dB", "10 log10(sum ||x - x*||^2 / sum ||x*||^2) over the split")
+NMSE = Metric("nmse", "lower", "", "sum ||x - x*||^2 / sum ||x*||^2 over the split (linear)")
+
+
+def nmse(estimate: torch.Tensor, target: torch.Tensor) -> float:
+    """Normalized mean squared error over a set of instances (linear)."""
+    err = ((estimate - target) ** 2).sum().double()
+    ref = (target**2).sum().double()
+    return float(err / ref) if ref > 0 else math.nan
+
+
+def to_db(value: float) -> float:
+    return 10.0 * math.log10(value) if value > 0 else -math.inf
+
+
+def snr_label(level: float) -> str:
+    return "noiseless" if math.isinf(level) else f"snr={level:g}"
+
+
+class Lasso(ProblemFamily):
+    """Sparse recovery ``b = A x* + e`` with a fixed ``A`` per setting and seed.
+
+    Settings are documented in the registration (``l2obench_problems``).
+    """
+
+    metrics = {m.name: m for m in (NMSE_DB, NMSE)}
+    primary_metric = "nmse_db"
+    gap_metric = "nmse"
+
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
+        if self.m <= 0 or self.n <= 0:
+            raise ValueError("m and n must be positive")
+        if not 0.0 < self.p <= 1.0:
+            raise ValueError(f"p must lie in (0, 1], got {self.p}")
+        levels = self.snr if isinstance(self.snr, (list, tuple)) else [self.snr]
+        self.levels = [math.inf if s is None else float(s) for s in levels]
+
+    def split_sizes(self) -> dict[str, int]:
+        return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
+
+    def draw_shared(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        m, n = self.m, self.n
+        A = torch.randn(m, n, generator=generator, dtype=torch.float64) / math.sqrt(m)
+        if self.condition_number:
+            # Singular values log-spaced from 1 to 1/kappa, rescaled so that
+            # ||A||_F^2 = n before column normalisation (as in LISTA-CPSS).
+            U, _, Vh = torch.linalg.svd(A, full_matrices=False)
+            s = torch.logspace(0, -math.log10(self.condition_number), min(m, n), dtype=torch.float64)
+            A = (U * (s * math.sqrt(n) / s.norm())) @ Vh
+        A = A / A.norm(dim=0, keepdim=True)
+        return {"A": A.float()}
+
+    def draw(self, n: int, generator: torch.Generator, shared: Mapping[str, torch.Tensor],
+             split: str) -> Instances:
+        A = shared["A"]
+        support = torch.rand(n, self.n, generator=generator) < self.p
+        x = torch.randn(n, self.n, generator=generator) * support
+        clean = x @ A.T
+        levels = torch.tensor(self.levels, dtype=torch.float64)
+        if split == "train":
+            pick = torch.randint(len(self.levels), (n,), generator=generator)
+        else:  # evaluation splits hold the same number of instances per level
+            pick = torch.arange(n) % len(self.levels)
+        snr = levels[pick]
+        sigma = clean.std(dim=1).double() * torch.pow(10.0, -snr / 20.0)
+        noise = torch.randn(n, self.m, generator=generator) * sigma.float().unsqueeze(1)
+        return Instances(observed={"b": clean + noise}, target={"x": x}, shared={"A": A},
+                         groups={"snr": snr})
+
+    def loss(self, estimate: torch.Tensor, target: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return ((estimate - target["x"]) ** 2).sum(-1)
+
+    def evaluate(self, estimate: torch.Tensor, instances: Instances,
+                 per_subset: bool = True) -> list[Measurement]:
+        x = instances.target["x"]
+        value = nmse(estimate, x)
+        out = [Measurement("nmse", value), Measurement("nmse_db", to_db(value))]
+        if per_subset and len(self.levels) > 1:
+            snr = instances.groups["snr"]
+            for level in self.levels:
+                mask = snr == level
+                level_value = nmse(estimate[mask], x[mask])
+                label = snr_label(level)
+                out += [Measurement("nmse", level_value, label), Measurement("nmse_db", to_db(level_value), label)]
+        return out

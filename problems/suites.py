@@ -1,0 +1,54 @@
+"""Definitions of the built-in suites, in the structure of a suite file.
+
+Each problem and solver entry may carry ``scales``: overrides merged into its
+``settings`` / ``params`` at that scale. ``paper`` follows the seed documents'
+sizes (thesis section 5.5.1); ``small`` fits a 2-core CPU in minutes.
+"""
+from __future__ import annotations
+
+# ISTA/FISTA at T = 20 and T = 100 as in thesis Table 5.2; lambda (and ISTA's
+# step) tuned on validation. tol = 0 runs exactly max_iter iterations.
+_CLASSICAL = [
+    {"solver": "ista", "label": "ISTA (T=20)", "params": {"max_iter": 20, "tol": 0.0}},
+    {"solver": "fista", "label": "FISTA (T=20)", "params": {"max_iter": 20, "tol": 0.0}},
+    {"solver": "ista", "label": "ISTA (T=100)", "params": {"max_iter": 100, "tol": 0.0}},
+    {"solver": "fista", "label": "FISTA (T=100)", "params": {"max_iter": 100, "tol": 0.0}},
+    {"solver": "fista", "label": "FISTA (converged)", "params": {"max_iter": 2000, "tol": 1e-6}},
+    {"solver": "admm", "label": "ADMM (T=100)", "params": {"max_iter": 100, "tol": 0.0}},
+]
+
+_LISTA = {"solver": "lista", "label": "LISTA (T=20)", "params": {"n_layers": 20}}
+
+SMOKE = {
+    "description": "tiny LASSO problems; every solver of the sparse suite, seconds in all",
+    "seeds": {"smoke": [0], "small": [0], "paper": [0]},
+    "budget": {"steps": 150, "batch_size": 64, "eval_every": 25, "patience": 4},
+    "problems": [
+        {"family": "lasso", "label": "cs-tiny",
+         "settings": {"m": 20, "n": 40, "p": 0.1, "snr": [20, 30, 40],
+                      "n_train": 384, "n_val": 96, "n_test": 96}},
+    ],
+    "solvers": _CLASSICAL + [_LISTA],
+}
+
+SPARSE = {
+    "description": "sparse recovery (thesis 5.5.1, Table 5.2): LASSO, classical vs learned",
+    "seeds": {"smoke": [0], "small": [0, 1], "paper": [0, 1, 2]},
+    "budget": {
+        "steps": 50000, "batch_size": 512, "eval_every": 500, "patience": 10,
+        "scales": {
+            "smoke": {"steps": 150, "batch_size": 64, "eval_every": 25, "patience": 4},
+            "small": {"steps": 3000, "batch_size": 128, "eval_every": 100, "patience": 8},
+        },
+    },
+    "problems": [
+        {"family": "lasso", "label": "cs-mixed",
+         "settings": {"m": 250, "n": 500, "p": 0.1, "snr": [20, 30, 40],
+                      "n_train": 30000, "n_val": 3000, "n_test": 3000},
+         "scales": {
+             "smoke": {"m": 20, "n": 40, "n_train": 384, "n_val": 96, "n_test": 96},
+             "small": {"m": 125, "n": 250, "n_train": 3000, "n_val": 600, "n_test": 1500},
+         }},
+    ],
+    "solvers": _CLASSICAL + [_LISTA],
+}

@@ -218,14 +218,16 @@ class ProblemFamily:
     """Base class of problem families.
 
     Subclasses set ``metrics`` (the metrics ``evaluate`` returns),
-    ``primary_metric`` (the one reported per iteration and used for tuning
-    ties) and ``gap_metric`` (linear-scale metric of the generalization gap).
+    ``primary_metric`` (the one reported per iteration and in summaries),
+    ``gap_metric`` (linear-scale metric of the generalization gap) and
+    ``version`` (part of the data cache key).
     ``__init__`` stores the resolved settings as attributes.
     """
 
     metrics: Mapping[str, Metric] = {}
     primary_metric: str = ""
     gap_metric: str = ""
+    version: str = "1"  # bump when generation changes, so cached data are not reused
 
     def __init__(self, **settings: Any):
         self.settings = dict(settings)

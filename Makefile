@@ -1,0 +1,42 @@
+# Two commands from a fresh clone: `make run` and `make test`. Each creates the
+# virtual environment on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Directory of pre-built wheels; where it holds a CPU build of torch (as on the
+# project's CI machines) that build is installed first, so pip never downloads
+# a multi-GB CUDA build there. Elsewhere torch resolves from the index as usual.
+LOCAL_WHEELS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
+SCALE ?= small
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-all bench asv clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	@if ls $(LOCAL_WHEELS)/torch-*+cpu-*.whl >/dev/null 2>&1; then \
+		echo "installing the local CPU build of torch from $(LOCAL_WHEELS)"; \
+		$(BIN)/pip install -q --no-index --no-deps --find-links $(LOCAL_WHEELS) torch; \
+	fi
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+run: setup
+	$(BIN)/l2obench run --suite sparse --scale $(SCALE)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/fista_vs_sklearn.py
+
+asv: setup
+	$(BIN)/asv run --python=same --quick --show-stderr
+
+clean:
+	rm -rf $(VENV) .asv .pytest_cache

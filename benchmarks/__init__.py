@@ -1,0 +1,1 @@
+"""asv benchmarks of l2obench (run: ``asv run --python=same --quick``)."""

@@ -1,0 +1,79 @@
+"""asv benchmarks: data generation, batched FISTA, a LISTA training step, a smoke cell."""
+import tempfile
+
+import torch
+
+from l2obench.cache import Cache
+from l2obench.contracts import Budget
+from l2obench.registry import Registry
+from l2obench.testing import smoke_context
+
+REGISTRY = Registry()
+
+
+class DataGeneration:
+    params = [(125, 250), (250, 500)]
+    param_names = ["m, n"]
+
+    def setup(self, mn):
+        m, n = mn
+        self.family = REGISTRY.problem("lasso").build(m=m, n=n)
+        self.shared = self.family.draw_shared(torch.Generator().manual_seed(0))
+
+    def time_draw_1000_instances(self, mn):
+        self.family.draw(1000, torch.Generator().manual_seed(1), self.shared, "test")
+
+
+class BatchedFISTA:
+    """FISTA on 1000 instances of 250 x 500 (the speed target's setting)."""
+
+    params = [0.05, 0.22]
+    param_names = ["lam"]
+    timeout = 300
+
+    def setup(self, lam):
+        torch.set_num_threads(torch.get_num_threads())
+        family = REGISTRY.problem("lasso").build(m=250, n=500)
+        shared = family.draw_shared(torch.Generator().manual_seed(0))
+        self.observation = family.draw(1000, torch.Generator().manual_seed(1), shared, "test").observation()
+        self.solver = REGISTRY.solver("fista").build(lam=lam, tol=1e-5, max_iter=5000)
+
+    def time_solve(self, lam):
+        self.solver.solve(self.observation)
+
+    def peakmem_solve(self, lam):
+        self.solver.solve(self.observation)
+
+
+class LISTATraining:
+    """Ten LISTA training steps (T = 20, batch 128) at the small scale's size."""
+
+    timeout = 300
+
+    def setup(self):
+        self.context, _ = smoke_context(REGISTRY, "lasso", {"m": 125, "n": 250, "n_train": 256, "n_val": 128,
+                                                          "n_test": 8},
+                                        budget=Budget(steps=10, batch_size=128, eval_every=1000, patience=1))
+
+    def time_ten_training_steps(self):
+        REGISTRY.solver("lista").build().fit(self.context)
+
+
+class SmokeCell:
+    """One cell of the smoke suite end to end (data, tuning, solve, evaluation, write)."""
+
+    timeout = 300
+
+    def setup(self):
+        from l2obench.suites import plan
+        from l2obench_problems.suites import SMOKE
+
+        self.cells = [c for c in plan(REGISTRY, "smoke", SMOKE, scale="smoke") if c.solver_label == "FISTA (T=20)"]
+
+    def time_fista_cell(self):
+        from l2obench.runner import Runner
+
+        with tempfile.TemporaryDirectory() as tmp:
+            runner = Runner(REGISTRY, self.cells, f"{tmp}/run", torch.device("cpu"), Cache(enabled=False),
+                            progress=False, echo=lambda line: None)
+            runner.run()

@@ -1,0 +1,59 @@
+"""On-disk cache of generated data and fitted solvers, keyed by content.
+
+The root is ``$L2OBENCH_CACHE`` or ``~/.cache/l2obench``. Entries are written
+atomically with ``torch.save`` and read with ``torch.load(weights_only=True)``;
+an unreadable entry is discarded and recomputed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ENV_VAR = "L2OBENCH_CACHE"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(ENV_VAR) or Path.home() / ".cache" / "l2obench")
+
+
+class Cache:
+    """A directory of ``<kind>/<key>.pt`` files; ``enabled=False`` stores nothing."""
+
+    def __init__(self, root: str | Path | None = None, enabled: bool = True):
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.enabled = enabled
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / f"{key}.pt"
+
+    def load(self, kind: str, key: str) -> Any | None:
+        import torch
+
+        path = self.path(kind, key)
+        if not self.enabled or not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a broken entry is recomputed
+            print(f"l2obench: warning: discarding unreadable cache entry {path}: {exc}", file=sys.stderr)
+            path.unlink(missing_ok=True)
+            return None
+
+    def save(self, kind: str, key: str, obj: Any) -> None:
+        import torch
+
+        if not self.enabled:
+            return
+        path = self.path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(obj, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,191 @@
+"""The ``l2obench`` command line: ``list``, ``run`` and ``leaderboard``.
+
+Heavy modules (torch, pandas) are imported inside the commands that need them,
+so ``l2obench list`` starts quickly.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from l2obench import __version__
+from l2obench.errors import L2OBenchError, UnknownNameError, UsageError
+
+_plugin_option = click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
+                              help="Register the plugin module in this Python file (repeatable).")
+_strict_option = click.option("--strict-plugins", is_flag=True,
+                              help="Fail on the first broken plugin instead of skipping it.")
+
+
+def _registry(plugins, strict):
+    from l2obench.registry import Registry
+
+    return Registry(plugin_files=plugins, strict=strict)
+
+
+def _comma_list(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _seeds(value: str | None) -> list[int] | None:
+    items = _comma_list(value)
+    if items is None:
+        return None
+    try:
+        return [int(v) for v in items]
+    except ValueError:
+        raise UsageError(f"--seeds takes integers separated by commas, got {value!r}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="l2obench")
+def cli():
+    """Benchmark learned and classical optimizers on generated problem distributions."""
+
+
+@cli.command("list")
+@_plugin_option
+@_strict_option
+def list_command(plugins, strict_plugins):
+    """List problems, solvers, suites and plugins."""
+    registry = _registry(plugins, strict_plugins)
+    echo = click.echo
+    echo("Problems")
+    for name, reg in registry.problems.items():
+        spec = reg.spec
+        echo(f"  {name:<12} {spec.description}")
+        echo(f"  {'':<12} from {reg.plugin.origin}")
+        echo(f"  {'':<12} settings: " + ", ".join(f"{k}={p.default!r}" for k, p in spec.params.items()))
+    echo("\nSolvers")
+    for name, reg in registry.solvers.items():
+        spec = reg.spec
+        kind = "learned" if spec.learned else "classical"
+        echo(f"  {name:<12} {kind:<9} families: {', '.join(spec.families)}  from {reg.plugin.origin}")
+        echo(f"  {'':<12} {spec.description}")
+        for key, p in spec.params.items():
+            grid = f"  (tuned on validation over {list(p.grid)})" if p.grid is not None else ""
+            echo(f"  {'':<14}{key} = {p.default!r}{grid}  {p.help}")
+    echo("\nSuites")
+    for name, reg in registry.suites.items():
+        echo(f"  {name:<12} {reg.spec.description}  from {reg.plugin.origin}")
+    echo("\nPlugins")
+    for record in registry.plugins:
+        state = "ok" if record.ok else f"BROKEN: {record.error}"
+        echo(f"  {record.name:<18} {record.origin}  [{state}]")
+        if record.provides:
+            echo(f"  {'':<18} provides {', '.join(record.provides)}")
+
+
+def _suite_definition(registry, suite: str):
+    from l2obench.suites import load_suite_file
+
+    if suite in registry.suites:
+        return suite, registry.suites[suite].spec.definition
+    path = Path(suite)
+    if path.suffix in (".toml", ".json") or path.exists():
+        if not path.is_file():
+            raise UsageError(f"suite file not found: {path}")
+        return str(path), load_suite_file(path)
+    raise UnknownNameError("suite", suite, registry.suites)
+
+
+@cli.command()
+@click.option("--suite", required=True, help="Registered suite name, or a .toml/.json suite file.")
+@click.option("--scale", type=click.Choice(["smoke", "small", "paper"]), default="small", show_default=True)
+@click.option("--seeds", help="Comma-separated seeds (default: the suite's seeds at this scale).")
+@click.option("--solvers", help="Comma-separated solver names or labels to run.")
+@click.option("--problems", help="Comma-separated problem families or labels to run.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--results", type=click.Path(file_okay=False),
+              help="Run directory [default: l2obench-results/<suite>-<scale>].")
+@click.option("--resume", is_flag=True, help="Continue the run in --results; finished cells are skipped.")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Data and model cache [default: $L2OBENCH_CACHE or ~/.cache/l2obench].")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@_plugin_option
+@_strict_option
+def run(suite, scale, seeds, solvers, problems, device, results, resume, cache_dir, no_cache, no_progress,
+        plugins, strict_plugins):
+    """Run a suite: generate data, fit every solver, evaluate, write Parquet results."""
+    from l2obench.suites import plan
+
+    registry = _registry(plugins, strict_plugins)
+    suite_name, definition = _suite_definition(registry, suite)
+    cells = plan(registry, suite_name, definition, scale=scale, seeds=_seeds(seeds),
+                 solvers=_comma_list(solvers), problems=_comma_list(problems))
+    if not cells:
+        raise UsageError("the selection leaves no cell to run")
+
+    from l2obench import leaderboard
+    from l2obench.cache import Cache
+    from l2obench.results import read_results
+    from l2obench.runner import Runner
+    from l2obench.timing import resolve_device
+
+    torch_device = resolve_device(device)
+    results = Path(results) if results else Path("l2obench-results") / f"{Path(suite_name).stem}-{scale}"
+    runner = Runner(registry, cells, results, torch_device, Cache(cache_dir, enabled=not no_cache),
+                    resume=resume, progress=not no_progress, argv=sys.argv)
+    click.echo(f"l2obench {__version__}: suite {suite_name}, scale {scale}, {len(cells)} cells, "
+               f"device {torch_device}, results in {results}")
+    try:
+        summary = runner.run()
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished cells are in {results}; continue with the same command "
+                   f"and --resume", err=True)
+        sys.exit(130)
+    board = leaderboard.table(read_results([runner.cells_dir]))
+    (results / "leaderboard.md").write_text(leaderboard.render(board, "markdown"))
+    click.echo("\n" + leaderboard.render(board, "terminal"))
+    skipped = sum(o.skipped for o in summary.outcomes)
+    click.echo(f"{summary.count('ok')} ok, {summary.count('diverged')} diverged, {summary.count('failed')} failed "
+               f"({skipped} already on disk) in {summary.seconds:.1f} s; results: {runner.cells_dir}, "
+               f"leaderboard: {results / 'leaderboard.md'}")
+    if summary.failed:
+        click.echo("failed cells:", err=True)
+        for outcome in summary.failed:
+            click.echo(f"  {outcome.cell.describe()}: {outcome.message}", err=True)
+        sys.exit(1)
+
+
+@cli.command("leaderboard")
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["terminal", "markdown", "latex", "csv"]), default="terminal",
+              show_default=True)
+@click.option("--metric", "metrics", multiple=True, help="Metric column(s) (default: the dB metrics).")
+@click.option("--split", default="test", show_default=True, help="Split whose metrics are shown.")
+@click.option("--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+def leaderboard_command(results, fmt, metrics, split, output):
+    """Tabulate results (run directories or Parquet files): solvers x metrics per problem."""
+    from l2obench import leaderboard
+    from l2obench.results import read_results
+
+    text = leaderboard.render(leaderboard.table(read_results(results), metrics, split), fmt)
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+def main(argv=None):
+    """Entry point: l2obench errors become one message and their exit code."""
+    try:
+        cli.main(args=argv, prog_name="l2obench", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except L2OBenchError as exc:
+        click.echo(f"l2obench: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,59 @@
+"""Generating (or loading from the cache) the splits of one problem setting and seed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from l2obench.cache import Cache
+from l2obench.contracts import Instances, ProblemFamily
+from l2obench.hashing import content_key, generator_for, tensors_hash
+from l2obench.specs import ProblemSpec
+
+
+@dataclass
+class Splits:
+    """A family instance with its named splits (CPU tensors) and their hashes."""
+
+    family: ProblemFamily
+    key: str
+    splits: dict[str, Instances]
+    hashes: dict[str, str]
+
+    def train_stream(self, device) -> Callable[[int], Instances]:
+        """``draw(n)``: fresh training instances from a deterministic stream."""
+        generator = generator_for(self.key, "train-stream")
+        shared = self.splits["train"].shared
+
+        def draw(n: int) -> Instances:
+            return self.family.draw(n, generator, shared, "train").to(device)
+
+        return draw
+
+
+def make_splits(spec: ProblemSpec, settings: Mapping[str, Any], seed: int, cache: Cache,
+                progress: Callable[..., Any] | None = None) -> Splits:
+    """Build the family and draw each split from its own seed stream.
+
+    The shared tensors (e.g. a sensing matrix) come from the stream
+    ``(key, "shared")`` and split ``s`` from ``(key, s)``, where ``key`` hashes
+    the family, its version, the resolved settings and the seed.
+    """
+    family = spec.build(**settings)
+    key = content_key("data", spec.name, family.version, dict(settings), seed)
+    cached = cache.load("data", key)
+    if cached is not None:
+        splits = {name: Instances.from_tensors(t) for name, t in cached.items()}
+    else:
+        sizes = family.split_sizes()
+        bar = progress(total=len(sizes), desc=f"data {spec.name} seed {seed}") if progress else None
+        shared = family.draw_shared(generator_for(key, "shared"))
+        splits = {}
+        for name, n in sizes.items():
+            splits[name] = family.draw(n, generator_for(key, name), shared, name)
+            if bar:
+                bar.update(1)
+        if bar:
+            bar.close()
+        cache.save("data", key, {name: inst.tensors() for name, inst in splits.items()})
+    hashes = {name: tensors_hash(inst.tensors()) for name, inst in splits.items()}
+    return Splits(family, key, splits, hashes)

@@ -1,0 +1,125 @@
+"""Leaderboards: solvers as rows, metrics per problem setting as columns.
+
+Each cell of the table is the mean over seeds, with the standard deviation
+when there are several seeds; the best value of each column is marked.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import pandas as pd
+from tabulate import tabulate
+
+from l2obench.errors import UsageError
+
+FORMATS = ("terminal", "markdown", "latex", "csv")
+
+# Columns appended for every problem: (metric, split, heading, scale factor).
+TIMING_COLUMNS = (
+    ("fit_seconds", None, "fit s", 1.0),
+    ("solve_seconds_per_instance", "test", "solve ms/inst", 1e3),
+)
+_NOT_QUALITY = {m for m, *_ in TIMING_COLUMNS} | {"solve_seconds", "latency_seconds", "iterations_mean", "error"}
+
+
+def _default_metrics(final: pd.DataFrame) -> list[str]:
+    present = [m for m in dict.fromkeys(final["metric"]) if m not in _NOT_QUALITY and m == m]
+    preferred = [m for m in present if m.endswith("_db")]
+    return preferred or [m for m in present if not m.startswith("generalization_gap")]
+
+
+def table(df: pd.DataFrame, metrics: Sequence[str] | None = None, split: str = "test") -> pd.DataFrame:
+    """Aggregate result rows into a leaderboard.
+
+    Returns
+    -------
+    DataFrame
+        Index: solver labels in order of appearance; columns: MultiIndex
+        ``(problem, heading)``; values: dicts with ``mean``, ``std``, ``n``,
+        ``status`` and ``best`` keys (rendered by ``render``).
+    """
+    if df.empty:
+        raise UsageError("no result rows to tabulate")
+    final = df[df["iteration"].isna()]
+    metrics = list(metrics) if metrics else _default_metrics(final[final["split"] == split])
+    missing = [m for m in metrics if m not in set(final["metric"])]
+    if missing:
+        raise UsageError(f"metric(s) {', '.join(missing)} not in these results; "
+                         f"available: {', '.join(sorted(set(final['metric']) - {'error'}))}")
+    solvers = list(dict.fromkeys(df.sort_values("timestamp", kind="stable")["solver"]))
+    problems = list(dict.fromkeys(df.sort_values("timestamp", kind="stable")["problem"]))
+    columns: dict[tuple[str, str], dict[str, dict]] = {}
+    bad = df[df["status"] != "ok"].groupby(["problem", "solver"])["status"].first().to_dict()
+    for problem in problems:
+        rows = final[final["problem"] == problem]
+        specs = []
+        for metric in metrics:
+            subsets = list(dict.fromkeys(rows.loc[(rows["metric"] == metric) & (rows["split"] == split), "subset"]))
+            specs += [(metric, split, sub, f"{metric}" + ("" if sub == "all" else f" [{sub}]"), 1.0) for sub in subsets]
+        gap = [m for m in dict.fromkeys(rows["metric"]) if m.startswith("generalization_gap")]
+        specs += [(m, split, "all", "gap", 1.0) for m in gap]
+        specs += [(m, s, None, heading, factor) for m, s, heading, factor in TIMING_COLUMNS]
+        for metric, sp, subset, heading, factor in specs:
+            sel = rows[rows["metric"] == metric]
+            if sp is not None:
+                sel = sel[sel["split"] == sp]
+            if subset is not None:
+                sel = sel[sel["subset"] == subset]
+            direction = sel["direction"].dropna().iloc[0] if sel["direction"].notna().any() else None
+            column = {}
+            for solver in solvers:
+                values = sel.loc[sel["solver"] == solver, "value"].dropna() * factor
+                column[solver] = {"mean": values.mean() if len(values) else math.nan,
+                                  "std": values.std(ddof=1) if len(values) > 1 else math.nan,
+                                  "n": len(values), "status": bad.get((problem, solver)), "best": False}
+            finite = {s: c["mean"] for s, c in column.items() if math.isfinite(c["mean"])}
+            if finite and direction in ("lower", "higher") and metric not in {m for m, *_ in TIMING_COLUMNS}:
+                pick = min if direction == "lower" else max
+                best = pick(finite.values())
+                for s, v in finite.items():
+                    column[s]["best"] = v == best
+            columns[(problem, heading)] = column
+    out = pd.DataFrame(columns, index=solvers)
+    out.columns = pd.MultiIndex.from_tuples(out.columns, names=["problem", "metric"])
+    out.index.name = "solver"
+    return out
+
+
+def _cell(entry: dict, fmt: str) -> str:
+    if entry["n"] == 0:
+        return entry["status"] or "-"
+    text = f"{entry['mean']:.4g}" if abs(entry["mean"]) < 1e-2 or abs(entry["mean"]) >= 1e4 else f"{entry['mean']:.2f}"
+    if math.isfinite(entry["std"]):
+        text += f" ± {entry['std']:.2g}" if fmt != "latex" else f" $\\pm$ {entry['std']:.2g}"
+    if entry["status"]:
+        text += f" ({entry['status']})"
+    if entry["best"]:
+        text = {"markdown": f"**{text}**", "latex": f"\\textbf{{{text}}}"}.get(fmt, f"{text} *")
+    return text
+
+
+def render(board: pd.DataFrame, fmt: str = "terminal") -> str:
+    """The leaderboard as text: terminal, Markdown, LaTeX or CSV (raw means and stds)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
+    if fmt == "csv":
+        flat = {}
+        for (problem, heading), column in board.items():
+            flat[f"{problem} {heading} mean"] = [c["mean"] for c in column]
+            flat[f"{problem} {heading} std"] = [c["std"] for c in column]
+            flat[f"{problem} {heading} n"] = [c["n"] for c in column]
+        return pd.DataFrame(flat, index=board.index).to_csv()
+    problems = list(dict.fromkeys(board.columns.get_level_values(0)))
+    blocks = []
+    for problem in problems:
+        sub = board[problem]
+        rows = [[solver] + [_cell(sub.loc[solver, h], fmt) for h in sub.columns] for solver in sub.index]
+        headers = ["solver"] + list(sub.columns)
+        tablefmt = {"terminal": "simple", "markdown": "pipe", "latex": "latex_raw"}[fmt]
+        title = {"markdown": f"### {problem}\n", "latex": f"% {problem}\n"}.get(fmt, f"{problem}\n")
+        blocks.append(title + tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True))
+    note = {"terminal": "mean ± std over seeds; * best per column",
+            "markdown": "Mean ± standard deviation over seeds; **bold**: best per column.",
+            "latex": "% mean $\\pm$ std over seeds; bold: best per column"}[fmt]
+    return "\n\n".join(blocks) + f"\n\n{note}\n"

@@ -1,0 +1,344 @@
+"""Running cells: fit, solve, evaluate, and write one Parquet file per cell.
+
+A run lives in a results directory: ``run.json`` (what was run) and
+``cells/<cell_id>.parquet``. Each cell's rows are on disk before the next cell
+starts, so an interrupted run continues with ``resume=True`` without
+recomputing finished cells.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+import l2obench
+from l2obench.cache import Cache
+from l2obench.contracts import FitContext, Instances, Solver
+from l2obench.data import Splits, make_splits
+from l2obench.errors import DivergedError, UsageError
+from l2obench.hashing import canonical_json, content_key
+from l2obench.results import write_parquet
+from l2obench.suites import Cell
+from l2obench.timing import describe_device, single_instance_latency, timed_solve
+
+# Trajectories keep at most this many iterations (all of them when T is below);
+# beyond, iterations are log-spaced so long runs stay affordable in memory.
+TRAJECTORY_POINTS = 128
+# Bytes of iterates held at once while a trajectory is computed in chunks.
+TRAJECTORY_CHUNK_BYTES = 256 * 2**20
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str
+    message: str = ""
+    summary: str = ""
+    skipped: bool = False
+
+
+@dataclass
+class RunSummary:
+    results_dir: Path
+    outcomes: list[CellOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[CellOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                             cwd=Path(l2obench.__file__).parent, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def recorded_iterations(n_iterations: int, points: int = TRAJECTORY_POINTS) -> list[int]:
+    """1-based iterations kept in a trajectory: all, or ``points`` log-spaced ones."""
+    if n_iterations <= points:
+        return list(range(1, n_iterations + 1))
+    spaced = torch.logspace(0, math.log10(n_iterations), points).round().long().unique().tolist()
+    return sorted(set(spaced) | {n_iterations})
+
+
+class Runner:
+    """Runs planned cells and writes their results.
+
+    Parameters
+    ----------
+    registry : Registry
+    cells : sequence of Cell
+    results_dir : path
+    device : torch.device
+    cache : Cache
+    resume : bool
+        Continue the run stored in ``results_dir`` (finished cells are skipped).
+    progress : bool
+        Show progress bars.
+    echo : callable
+        Where one line per cell is printed.
+    """
+
+    def __init__(self, registry, cells: Sequence[Cell], results_dir: str | Path, device: torch.device,
+                 cache: Cache, resume: bool = False, progress: bool = True,
+                 echo: Callable[[str], None] = print, argv: Sequence[str] = ()):
+        self.registry = registry
+        self.cells = list(cells)
+        self.results_dir = Path(results_dir)
+        self.device = device
+        self.cache = cache
+        self.progress_enabled = progress
+        self.echo = echo
+        self.run_id = self._open_run(resume, list(argv))
+        self._data: tuple[str, Splits] | None = None
+        self._context = {
+            "run_id": self.run_id,
+            "device": describe_device(device),
+            "l2obench_version": l2obench.__version__,
+            "torch_version": torch.__version__,
+            "python_version": platform.python_version(),
+            "git_commit": _git_commit(),
+        }
+
+    # -- run directory -------------------------------------------------------
+    @property
+    def cells_dir(self) -> Path:
+        return self.results_dir / "cells"
+
+    def cell_path(self, cell: Cell) -> Path:
+        return self.cells_dir / f"{cell.cell_id}.parquet"
+
+    def _open_run(self, resume: bool, argv: list[str]) -> str:
+        manifest = self.results_dir / "run.json"
+        suite, scale = self.cells[0].suite if self.cells else "", self.cells[0].scale if self.cells else ""
+        if manifest.exists():
+            info = json.loads(manifest.read_text())
+            if not resume:
+                raise UsageError(f"{self.results_dir} already holds run {info['run_id']} ({info['suite']}, "
+                                 f"scale {info['scale']}); add --resume to continue it, or choose another --results")
+            if (info["suite"], info["scale"]) != (suite, scale):
+                raise UsageError(f"cannot resume: {self.results_dir} holds suite {info['suite']} at scale "
+                                 f"{info['scale']}, not {suite} at scale {scale}")
+            return info["run_id"]
+        if self.results_dir.exists() and any(self.results_dir.iterdir()):
+            raise UsageError(f"{self.results_dir} exists and is not an l2obench run directory; choose another --results")
+        run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps({
+            "run_id": run_id, "suite": suite, "scale": scale, "argv": argv,
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "cells": len(self.cells)}, indent=2) + "\n")
+        return run_id
+
+    def _done(self, cell: Cell) -> str | None:
+        """Status of a finished cell on disk (failed cells are run again)."""
+        path = self.cell_path(cell)
+        if not path.exists():
+            return None
+        import pyarrow.parquet as pq
+
+        statuses = set(pq.read_table(path, columns=["status"]).column("status").to_pylist())
+        status = "failed" if "failed" in statuses else "diverged" if "diverged" in statuses else "ok"
+        return None if status == "failed" else status
+
+    def bar(self, total: int, desc: str):
+        return tqdm(total=total, desc=desc, leave=False, disable=not self.progress_enabled,
+                    file=sys.stderr, dynamic_ncols=True)
+
+    # -- the loop --------------------------------------------------------------
+    def run(self) -> RunSummary:
+        summary = RunSummary(self.results_dir)
+        start = time.perf_counter()
+        width = len(str(len(self.cells)))
+        for i, cell in enumerate(self.cells, 1):
+            prefix = f"[{i:>{width}}/{len(self.cells)}] {cell.describe()}"
+            done = self._done(cell)
+            if done is not None:
+                summary.outcomes.append(CellOutcome(cell, done, skipped=True))
+                self.echo(f"{prefix}: {done} (on disk, skipped)")
+                continue
+            outcome = self.run_cell(cell)
+            summary.outcomes.append(outcome)
+            detail = outcome.summary if outcome.status == "ok" else outcome.message
+            self.echo(f"{prefix}: {outcome.status}  {detail}")
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def data_for(self, cell: Cell) -> Splits:
+        """The cell's splits; the last setting's are kept in memory (cells are ordered by data)."""
+        if self._data is None or self._data[0] != cell.data_key:
+            self._data = None  # free the previous setting's tensors first
+            spec = self.registry.problem(cell.family)
+            self._data = (cell.data_key, make_splits(spec, cell.settings, cell.seed, self.cache, progress=self.bar))
+        return self._data[1]
+
+    def run_cell(self, cell: Cell) -> CellOutcome:
+        """Run one cell and write its rows; exceptions become failed rows."""
+        data_hash = None
+        try:
+            data = self.data_for(cell)
+            data_hash = data.hashes.get("test")
+            rows, summary = self._measure(cell, data)
+            status, message = "ok", ""
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken solver must not stop the run
+            diverged = isinstance(exc, DivergedError)
+            status = "diverged" if diverged else "failed"
+            message = f"{'' if diverged else type(exc).__name__ + ': '}{exc}"
+            rows, summary = [self._row(cell, metric="error", value=None, status=status, message=message,
+                                       data_hash=data_hash)], ""
+            if not diverged:
+                log = self.results_dir / "logs" / f"{cell.cell_id}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(f"{cell.describe()}\n\n{traceback.format_exc()}")
+                message += f" (traceback: {log})"
+        write_parquet(rows, self.cell_path(cell))
+        return CellOutcome(cell, status, message, summary)
+
+    # -- measuring one cell ------------------------------------------------------
+    def _row(self, cell: Cell, *, metric: str, value: float | None, split: str | None = None,
+             subset: str | None = None, iteration: int | None = None, status: str = "ok",
+             message: str = "", wall_clock_s: float | None = None, data_hash: str | None = None,
+             params: dict | None = None, direction: str | None = None) -> dict[str, Any]:
+        return {
+            **self._context,
+            "cell_id": cell.cell_id, "suite": cell.suite, "scale": cell.scale,
+            "problem": cell.problem_label, "family": cell.family, "setting": canonical_json(dict(cell.settings)),
+            "solver": cell.solver_label, "solver_name": cell.solver,
+            "solver_params": canonical_json(params if params is not None else dict(cell.params)),
+            "learned": cell.learned, "seed": cell.seed, "split": split, "subset": subset,
+            "metric": metric, "direction": direction, "value": None if value is None else float(value),
+            "iteration": iteration, "status": status, "message": message or None,
+            "wall_clock_s": wall_clock_s, "timestamp": dt.datetime.now(dt.timezone.utc),
+            "data_hash": data_hash,
+        }
+
+    def _fit(self, cell: Cell, data: Splits, solver: Solver) -> tuple[float, bool, dict]:
+        spec = self.registry.solver(cell.solver)
+        tune = {k: list(p.grid) for k, p in spec.params.items()
+                if p.grid is not None and k not in cell.fixed_params}
+        key = content_key("model", data.key, spec.name, str(spec.factory), dict(cell.params), tune,
+                          vars(cell.budget) if cell.learned else None)
+        state = self.cache.load("models", key)
+        if state is not None:
+            solver.load_state_dict(state["state"])
+            solver.to(self.device)
+            return float(state["fit_seconds"]), True, state.get("log", {})
+        context = FitContext(
+            problem=data.family, train=data.splits["train"].to(self.device),
+            val=data.splits["val"].to(self.device), budget=cell.budget, tune=tune, device=self.device,
+            seed=cell.seed, draw_train=data.train_stream(self.device), progress=self.bar)
+        start = time.perf_counter()
+        solver.fit(context)
+        seconds = time.perf_counter() - start
+        log = json.loads(canonical_json(context.log))
+        self.cache.save("models", key, {"state": solver.state_dict(), "fit_seconds": seconds, "log": log})
+        return seconds, False, log
+
+    def _measure(self, cell: Cell, data: Splits) -> tuple[list[dict], str]:
+        family = data.family
+        solver = self.registry.solver(cell.solver).build(**cell.params)
+        fit_seconds, cached, _ = self._fit(cell, data, solver)
+        params = solver.get_params()
+        row = lambda **kw: self._row(cell, params=params, **kw)  # noqa: E731
+        metrics = family.metrics
+        direction = lambda name: metrics[name].direction if name in metrics else None  # noqa: E731
+        rows = [row(metric="fit_seconds", value=fit_seconds, split="train" if cell.learned else "val",
+                    direction="lower", wall_clock_s=fit_seconds,
+                    message="fitted state loaded from cache; time of the original fit" if cached else "",
+                    data_hash=data.hashes.get("train" if cell.learned else "val"))]
+
+        test = data.splits["test"].to(self.device)
+        solution, seconds = timed_solve(solver, test, self.device)
+        _check_finite(solution.estimate, "test")
+        latency = single_instance_latency(solver, test, self.device)
+        h = data.hashes["test"]
+        rows += [row(metric="solve_seconds", value=seconds, split="test", direction="lower",
+                     wall_clock_s=seconds, data_hash=h),
+                 row(metric="solve_seconds_per_instance", value=seconds / len(test), split="test",
+                     direction="lower", wall_clock_s=seconds, data_hash=h),
+                 row(metric="latency_seconds", value=latency, split="test", direction="lower",
+                     wall_clock_s=latency, data_hash=h)]
+        if solution.iterations is not None:
+            rows.append(row(metric="iterations_mean", value=float(solution.iterations.float().mean()),
+                            split="test", direction="lower", data_hash=h))
+        test_values = family.evaluate(solution.estimate, test)
+        rows += [row(metric=m.metric, value=m.value, split="test", subset=m.subset, direction=direction(m.metric),
+                     wall_clock_s=seconds, data_hash=h) for m in test_values]
+
+        train = data.splits["train"].subset(slice(0, len(test))).to(self.device)
+        with torch.no_grad():
+            train_estimate = solver.solve(train.observation()).estimate
+        _check_finite(train_estimate, "train")
+        train_values = family.evaluate(train_estimate, train)
+        rows += [row(metric=m.metric, value=m.value, split="train", subset=m.subset, direction=direction(m.metric),
+                     data_hash=data.hashes["train"]) for m in train_values]
+        gap = _value(test_values, family.gap_metric) - _value(train_values, family.gap_metric)
+        rows.append(row(metric=f"generalization_gap_{family.gap_metric}", value=gap, split="test",
+                        subset="all", direction=None, data_hash=h))
+
+        rows += self._trajectory_rows(cell, family, solver, test, seconds, row, direction, h)
+        primary = _value(test_values, family.primary_metric)
+        summary = f"test {family.primary_metric} {primary:.2f}  fit {fit_seconds:.1f} s{' (cached)' if cached else ''}  solve {seconds:.3f} s"
+        return rows, summary
+
+    def _trajectory_rows(self, cell, family, solver, test: Instances, solve_seconds: float, row, direction,
+                         data_hash) -> list[dict]:
+        """Per-iteration metric of the test split, from chunks of at most TRAJECTORY_CHUNK_BYTES."""
+        probe = solver.solve(test.subset(slice(0, 1)).observation(), trajectory=True).trajectory
+        if not probe:
+            return []
+        n_iter = len(probe)
+        keep = recorded_iterations(n_iter)
+        per_instance_bytes = probe[0].numel() * probe[0].element_size() * n_iter
+        chunk = max(1, TRAJECTORY_CHUNK_BYTES // per_instance_bytes)
+        kept: dict[int, list] = {t: [] for t in keep}
+        bar = self.bar(len(test), f"trajectory {cell.solver_label}")
+        with torch.no_grad():
+            for start in range(0, len(test), chunk):
+                part = test.subset(slice(start, start + chunk))
+                trajectory = solver.solve(part.observation(), trajectory=True).trajectory
+                for t in keep:
+                    kept[t].append(trajectory[t - 1])
+                bar.update(len(part))
+        bar.close()
+        rows = []
+        for t in keep:
+            # Cumulative wall-clock assumes a uniform cost per iteration of the timed batched solve.
+            for m in family.evaluate(torch.cat(kept.pop(t)), test):
+                rows.append(row(metric=m.metric, value=m.value, split="test", subset=m.subset, iteration=t,
+                                direction=direction(m.metric), wall_clock_s=solve_seconds * t / n_iter,
+                                data_hash=data_hash))
+        return rows
+
+
+def _value(measurements, metric: str, subset: str = "all") -> float:
+    return next(m.value for m in measurements if m.metric == metric and m.subset == subset)
+
+
+def _check_finite(estimate: torch.Tensor, split: str) -> None:
+    if not torch.isfinite(estimate).all():
+        bad = int((~torch.isfinite(estimate)).flatten(1).any(1).sum())
+        raise DivergedError(f"non-finite estimate (NaN or inf) on {bad} {split} instance(s)")

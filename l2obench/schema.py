@@ -1,0 +1,48 @@
+"""The results schema: one row per measured number (long format).
+
+This pyarrow schema is the single source of truth for results; every write is
+validated against it (column set and types), and readers check its version.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+STATUSES = ("ok", "failed", "diverged")
+
+SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("cell_id", pa.string(), nullable=False),
+        pa.field("suite", pa.string(), nullable=False),
+        pa.field("scale", pa.string(), nullable=False),
+        pa.field("problem", pa.string(), nullable=False),       # the suite's label of the setting
+        pa.field("family", pa.string(), nullable=False),        # registered problem family
+        pa.field("setting", pa.string(), nullable=False),       # resolved settings, canonical JSON
+        pa.field("solver", pa.string(), nullable=False),        # the suite's label of the solver
+        pa.field("solver_name", pa.string(), nullable=False),   # registered solver
+        pa.field("solver_params", pa.string(), nullable=False),  # hyper-parameters used, canonical JSON
+        pa.field("learned", pa.bool_(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=True),          # train / val / test; null for cell-level rows
+        pa.field("subset", pa.string(), nullable=True),         # "all" or a group such as "snr=20"
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("direction", pa.string(), nullable=True),      # "lower" / "higher" is better
+        pa.field("value", pa.float64(), nullable=True),
+        pa.field("iteration", pa.int64(), nullable=True),       # null unless a trajectory point
+        pa.field("status", pa.string(), nullable=False),        # ok / failed / diverged
+        pa.field("message", pa.string(), nullable=True),
+        pa.field("wall_clock_s", pa.float64(), nullable=True),  # seconds behind the value (see README)
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("l2obench_version", pa.string(), nullable=False),
+        pa.field("torch_version", pa.string(), nullable=False),
+        pa.field("python_version", pa.string(), nullable=False),
+        pa.field("git_commit", pa.string(), nullable=True),
+        pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("data_hash", pa.string(), nullable=True),      # hash of the split the value was measured on
+    ],
+    metadata={"l2obench.schema_version": SCHEMA_VERSION},
+)
+
+COLUMNS = tuple(SCHEMA.names)

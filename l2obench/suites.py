@@ -1,0 +1,221 @@
+"""Suites: parsing, validation and planning into cells.
+
+A suite (built-in, or a TOML/JSON file) has this structure::
+
+    description = "..."
+    seeds = [0, 1]                      # or {smoke = [0], small = [0, 1], paper = [0, 1, 2]}
+    [budget]                            # training budget of learned solvers (Budget fields)
+    steps = 3000
+    [budget.scales.smoke]               # overrides at one scale
+    steps = 100
+    [[problems]]
+    family = "lasso"
+    label = "cs-mixed"                  # optional, defaults to the family name
+    settings = { m = 250, n = 500 }
+    scales = { smoke = { m = 20, n = 40 } }
+    [[solvers]]
+    solver = "fista"
+    label = "FISTA (T=20)"              # optional, defaults to the solver name
+    params = { max_iter = 20, tol = 0.0 }
+    scales = { smoke = { max_iter = 5 } }
+
+Planning checks every name, parameter and solver/problem pairing before any
+computation and yields one ``Cell`` per problem x seed x solver.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from l2obench.contracts import Budget
+from l2obench.errors import SuiteFileError, UnknownNameError, UsageError
+from l2obench.hashing import content_key
+
+SCALES = ("smoke", "small", "paper")
+DEFAULT_SCALE = "small"
+
+_TOP_KEYS = {"description", "seeds", "budget", "problems", "solvers"}
+_PROBLEM_KEYS = {"family", "label", "settings", "scales"}
+_SOLVER_KEYS = {"solver", "label", "params", "scales"}
+_BUDGET_KEYS = {f.name for f in fields(Budget)} | {"scales"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a problem setting x a solver x a seed.
+
+    ``settings`` and ``params`` are fully resolved against the specs'
+    defaults; ``fixed_params`` are those the suite set (never tuned).
+    """
+
+    suite: str
+    scale: str
+    problem_label: str
+    family: str
+    settings: Mapping[str, Any]
+    solver_label: str
+    solver: str
+    params: Mapping[str, Any]
+    fixed_params: tuple[str, ...]
+    learned: bool
+    seed: int
+    budget: Budget
+
+    @property
+    def data_key(self) -> str:
+        """Identity of the data this cell uses (same for every solver)."""
+        return content_key("data", self.family, dict(self.settings), self.seed)
+
+    @property
+    def cell_id(self) -> str:
+        return content_key("cell", self.data_key, self.solver, dict(self.params), self.fixed_params,
+                           vars(self.budget) if self.learned else None)
+
+    def describe(self) -> str:
+        return f"{self.problem_label} x {self.solver_label} x seed {self.seed}"
+
+
+def load_suite_file(path: str | Path) -> dict:
+    """Read a suite from a ``.toml`` or ``.json`` file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SuiteFileError(f"cannot read suite file {path}: {exc.strerror}") from exc
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        return tomllib.loads(text)
+    except ValueError as exc:
+        raise SuiteFileError(f"suite file {path} is not valid {path.suffix[1:].upper()}: {exc}") from exc
+
+
+def _check_keys(where: str, entry: Any, allowed: set[str], required: Sequence[str] = ()) -> None:
+    if not isinstance(entry, Mapping):
+        raise SuiteFileError(f"{where}: expected a table, got {type(entry).__name__}")
+    for key in entry:
+        if key not in allowed:
+            raise SuiteFileError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+    for key in required:
+        if key not in entry:
+            raise SuiteFileError(f"{where}: missing key {key!r}")
+
+
+def _at_scale(where: str, base: Mapping | None, scales: Any, scale: str) -> dict:
+    """``base`` updated by the overrides that ``scales`` gives for ``scale``."""
+    scales = scales or {}
+    if not isinstance(scales, Mapping):
+        raise SuiteFileError(f"{where}.scales: expected a table of scales")
+    for name, overrides in scales.items():
+        if name not in SCALES:
+            raise SuiteFileError(f"{where}.scales: unknown scale {name!r} (scales: {', '.join(SCALES)})")
+        if not isinstance(overrides, Mapping):
+            raise SuiteFileError(f"{where}.scales.{name}: expected a table")
+    return {**dict(base or {}), **dict(scales.get(scale) or {})}
+
+
+def _seeds(where: str, seeds: Any, scale: str) -> list[int]:
+    if isinstance(seeds, Mapping):
+        for name in seeds:
+            if name not in SCALES:
+                raise SuiteFileError(f"{where}.seeds: unknown scale {name!r} (scales: {', '.join(SCALES)})")
+        seeds = seeds.get(scale, [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise SuiteFileError(f"{where}.seeds: expected a list of integers")
+    return seeds
+
+
+def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAULT_SCALE,
+         seeds: Sequence[int] | None = None, solvers: Sequence[str] | None = None,
+         problems: Sequence[str] | None = None) -> list[Cell]:
+    """Validate a suite and expand it into cells.
+
+    Parameters
+    ----------
+    registry : l2obench.registry.Registry
+        Where problem families and solvers are looked up.
+    suite : str
+        Suite name (or file path), used in messages and results.
+    definition : mapping
+        The suite body (see the module docstring).
+    scale : {"smoke", "small", "paper"}
+    seeds, solvers, problems : sequence, optional
+        Restrict the run to these seeds, solver names or labels, problem
+        family names or labels.
+
+    Returns
+    -------
+    list of Cell
+        Ordered problem, seed, solver so that data are generated once.
+    """
+    if scale not in SCALES:
+        raise UsageError(f"unknown scale {scale!r}; scales: {', '.join(SCALES)}")
+    _check_keys(suite, definition, _TOP_KEYS, required=("problems", "solvers"))
+    budget_entry = definition.get("budget") or {}
+    _check_keys(f"{suite}.budget", budget_entry, _BUDGET_KEYS)
+    budget_values = _at_scale(f"{suite}.budget", {k: v for k, v in budget_entry.items() if k != "scales"},
+                              budget_entry.get("scales"), scale)
+    _check_keys(f"{suite}.budget.scales.{scale}", budget_values, _BUDGET_KEYS - {"scales"})
+    budget = Budget(**budget_values)
+    suite_seeds = _seeds(suite, definition.get("seeds", [0]), scale)
+    run_seeds = list(seeds) if seeds else suite_seeds
+
+    problem_rows = []
+    for i, entry in enumerate(definition["problems"]):
+        where = f"{suite}.problems[{i}]"
+        _check_keys(where, entry, _PROBLEM_KEYS, required=("family",))
+        with _located(where):
+            spec = registry.problem(entry["family"])
+            settings = spec.resolve(_at_scale(where, entry.get("settings"), entry.get("scales"), scale))
+        problem_rows.append((entry.get("label", spec.name), spec, settings))
+    solver_rows = []
+    for i, entry in enumerate(definition["solvers"]):
+        where = f"{suite}.solvers[{i}]"
+        _check_keys(where, entry, _SOLVER_KEYS, required=("solver",))
+        with _located(where):
+            spec = registry.solver(entry["solver"])
+            overrides = _at_scale(where, entry.get("params"), entry.get("scales"), scale)
+            spec.resolve(overrides)
+        solver_rows.append((entry.get("label", spec.name), spec, spec.resolve(overrides), tuple(sorted(overrides))))
+
+    problem_rows = _select("problem", problems, problem_rows, lambda row: (row[0], row[1].name))
+    solver_rows = _select("solver", solvers, solver_rows, lambda row: (row[0], row[1].name))
+    for label, spec, *_ in solver_rows:
+        for plabel, pspec, _ in problem_rows:
+            if not spec.supports(pspec.name):
+                raise UsageError(f"solver {spec.name!r} ({label}) does not support problem family "
+                                 f"{pspec.name!r} ({plabel}); it supports: {', '.join(spec.families)}")
+    return [
+        Cell(suite, scale, plabel, pspec.name, settings, slabel, sspec.name, params, fixed,
+             sspec.learned, seed, budget)
+        for plabel, pspec, settings in problem_rows
+        for seed in run_seeds
+        for slabel, sspec, params, fixed in solver_rows
+    ]
+
+
+@contextmanager
+def _located(where: str):
+    """Prefix name errors raised inside with the suite entry they come from."""
+    try:
+        yield
+    except UnknownNameError as exc:
+        raise SuiteFileError(f"{where}: {exc}") from exc
+
+
+def _select(kind: str, wanted: Sequence[str] | None, rows: list, names) -> list:
+    if not wanted:
+        return rows
+    known = {n for row in rows for n in names(row)}
+    for name in wanted:
+        if name not in known:
+            raise UnknownNameError(f"{kind} in this suite", name, known)
+    return [row for row in rows if set(names(row)) & set(wanted)]

@@ -1,0 +1,33 @@
+import os
+import sys
+
+import pytest
+
+from l2obench.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache so no test reads another's entries."""
+    monkeypatch.setenv("L2OBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the command line in-process: returns (exit code, stdout, stderr)."""
+
+    def run(*args):
+        code = 0
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+@pytest.fixture
+def venv_bin():
+    return os.path.dirname(sys.executable)

@@ -1,0 +1,163 @@
+"""The command line end to end: smoke suite, leaderboards, bad input, faults, resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from l2obench.results import read_results
+
+TINY_SUITE = {
+    "seeds": [0],
+    "problems": [{"family": "lasso", "label": "tiny",
+                  "settings": {"m": 10, "n": 20, "n_train": 32, "n_val": 24, "n_test": 24}}],
+    "solvers": [{"solver": "fista", "label": "FISTA (T=10)", "params": {"max_iter": 10, "tol": 0.0, "lam": 0.05}}],
+}
+
+FAULTY_PLUGIN = textwrap.dedent('''
+    import os, signal
+    import l2obench
+    from l2obench.contracts import Solution, Solver
+
+    class Exploding(Solver):
+        def solve(self, observation, trajectory=False):
+            raise RuntimeError("solver exploded")
+
+    class NaNs(Solver):
+        def solve(self, observation, trajectory=False):
+            b = observation["b"]
+            return Solution(b.new_full((b.shape[0], observation["A"].shape[-1]), float("nan")))
+
+    class Interrupting(Solver):
+        """Sends itself Ctrl-C during fit, once (a marker file remembers)."""
+        def fit(self, context):
+            marker = os.environ["L2OBENCH_TEST_MARKER"]
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGINT)
+            return self
+        def solve(self, observation, trajectory=False):
+            b = observation["b"]
+            return Solution(b.new_zeros((b.shape[0], observation["A"].shape[-1])))
+
+    @l2obench.hookimpl
+    def l2obench_register_solvers(register):
+        for name, cls in (("exploding", Exploding), ("nans", NaNs), ("interrupting", Interrupting)):
+            register(l2obench.SolverSpec(name=name, factory=cls, families=("lasso",)))
+''')
+
+
+@pytest.fixture
+def faulty(tmp_path):
+    plugin = tmp_path / "faulty_plugin.py"
+    plugin.write_text(FAULTY_PLUGIN)
+    return plugin
+
+
+def _suite(tmp_path, extra_solvers=()):
+    body = json.loads(json.dumps(TINY_SUITE))
+    body["solvers"] += [{"solver": s} for s in extra_solvers]
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(body))
+    return path
+
+
+def test_smoke_suite_end_to_end(cli, tmp_path):
+    results = tmp_path / "run"
+    code, out, err = cli("run", "--suite", "smoke", "--scale", "smoke", "--results", str(results), "--no-progress")
+    assert code == 0, out + err
+    assert "7 ok, 0 diverged, 0 failed" in out
+    df = read_results([results])
+    assert set(df["status"]) == {"ok"} and df["run_id"].nunique() == 1
+    final = df[(df["metric"] == "nmse_db") & (df["split"] == "test") & df["iteration"].isna()]
+    nmse = final[final["subset"] == "all"].set_index("solver")["value"]
+    assert set(final["subset"]) == {"all", "snr=20", "snr=30", "snr=40"}
+    assert nmse["LISTA (T=20)"] < nmse["ISTA (T=20)"] and nmse["LISTA (T=20)"] < nmse["FISTA (T=20)"]
+    assert nmse["FISTA (T=100)"] <= nmse["FISTA (T=20)"] + 0.5
+    traj = df[(df["metric"] == "nmse_db") & (df["subset"] == "all") & df["iteration"].notna()]
+    assert sorted(traj.loc[traj["solver"] == "ISTA (T=20)", "iteration"]) == list(range(1, 21))
+    last = traj[(traj["solver"] == "LISTA (T=20)") & (traj["iteration"] == 20)]["value"].item()
+    assert last == pytest.approx(nmse["LISTA (T=20)"], abs=1e-4)
+    for metric in ("fit_seconds", "solve_seconds_per_instance", "generalization_gap_nmse", "latency_seconds"):
+        assert df.loc[df["metric"] == metric, "solver"].nunique() == 7, metric
+    assert df["data_hash"].notna().all() and df["device"].str.startswith("cpu").all()
+    assert (results / "leaderboard.md").read_text().count("**") >= 2
+
+    for fmt, marker in (("markdown", "| solver"), ("latex", "\\textbf"), ("csv", "nmse_db mean"), ("terminal", " *")):
+        code, out, _ = cli("leaderboard", str(results), "--format", fmt)
+        assert code == 0 and marker in out, (fmt, out)
+
+    code, _, err = cli("run", "--suite", "smoke", "--scale", "smoke", "--results", str(results), "--no-progress")
+    assert code == 2 and "--resume" in err
+    code, out, _ = cli("run", "--suite", "smoke", "--scale", "smoke", "--results", str(results), "--resume",
+                       "--no-progress")
+    assert code == 0 and out.count("(on disk, skipped)") == 7 and "(7 already on disk)" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--suite", "nope"], "unknown suite 'nope'; valid suites: smoke, sparse"),
+    (["run", "--suite", "smoke", "--solvers", "fista,nope"], "valid solver in this suites"),
+    (["run", "--suite", "smoke", "--problems", "slr"], "unknown problem in this suite 'slr'"),
+    (["run", "--suite", "smoke", "--seeds", "0,x"], "--seeds takes integers"),
+    (["run", "--suite", "smoke", "--device", "cuda:0"], "no CUDA device"),
+    (["run", "--suite", "smoke", "--device", "tpu"], "unknown device 'tpu'"),
+    (["run", "--suite", "missing.toml"], "suite file not found: missing.toml"),
+    (["run", "--suite", "smoke", "--plugin", "nowhere.py"], "plugin file not found"),
+    (["run", "--suite", "smoke", "--scale", "huge"], "Invalid value for '--scale'"),
+    (["leaderboard", "no/such/dir"], "no results at no/such/dir"),
+])
+def test_bad_input_exits_2_with_a_clear_message(cli, tmp_path, monkeypatch, args, message):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    if "cuda:0" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is present")  # the error case does not exist on GPU machines
+    code, out, err = cli(*args)
+    assert code == 2, out + err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "l2obench-results").exists()  # nothing ran
+
+
+def test_malformed_suite_file_exits_2_naming_file_and_key(cli, tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"problems": [{"family": "lasso", "sttings": {}}], "solvers": []}))
+    code, _, err = cli("run", "--suite", str(path))
+    assert code == 2 and str(path) in err and "'sttings'" in err
+
+
+def test_failed_and_diverged_cells_are_recorded_and_the_run_goes_on(cli, tmp_path, faulty):
+    suite = _suite(tmp_path, ["exploding", "nans"])
+    results = tmp_path / "run"
+    code, out, err = cli("run", "--suite", str(suite), "--plugin", str(faulty), "--results", str(results),
+                         "--no-progress")
+    assert code == 1, out + err
+    assert "1 ok, 1 diverged, 1 failed" in out and "solver exploded" in err
+    df = read_results([results])
+    status = df.groupby("solver")["status"].first().to_dict()
+    assert status == {"FISTA (T=10)": "ok", "exploding": "failed", "nans": "diverged"}
+    failed = df[df["solver"] == "exploding"]
+    assert "RuntimeError: solver exploded" in failed["message"].item()
+    assert "non-finite" in df.loc[df["solver"] == "nans", "message"].item()
+    code, out, _ = cli("leaderboard", str(results))
+    assert code == 0 and "failed" in out and "diverged" in out
+
+
+def test_interrupted_run_resumes_without_recomputing(tmp_path, faulty):
+    suite = _suite(tmp_path, ["interrupting"])
+    results = tmp_path / "run"
+    env = {**os.environ, "L2OBENCH_TEST_MARKER": str(tmp_path / "marker")}
+    cmd = [sys.executable, "-m", "l2obench.cli", "run", "--suite", str(suite), "--plugin", str(faulty),
+           "--results", str(results), "--no-progress"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert first.returncode == 130, first.stdout + first.stderr
+    assert "--resume" in first.stderr and "Traceback" not in first.stderr
+    done = list((results / "cells").glob("*.parquet"))
+    assert len(done) == 1  # the FISTA cell finished before Ctrl-C
+    mtime = done[0].stat().st_mtime_ns
+    second = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "(on disk, skipped)" in second.stdout and "2 ok" in second.stdout
+    assert done[0].stat().st_mtime_ns == mtime and len(list((results / "cells").glob("*.parquet"))) == 2

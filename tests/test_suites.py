@@ -1,0 +1,95 @@
+import json
+
+import pytest
+
+from l2obench.contracts import Budget
+from l2obench.errors import SuiteFileError, UnknownNameError, UsageError
+from l2obench.registry import Registry
+from l2obench.suites import load_suite_file, plan
+from l2obench_problems.suites import SPARSE
+
+REGISTRY = Registry()
+
+
+def test_sparse_suite_plans_table_5_2_rows_at_each_scale():
+    small = plan(REGISTRY, "sparse", SPARSE, scale="small")
+    labels = list(dict.fromkeys(c.solver_label for c in small))
+    assert {"ISTA (T=20)", "FISTA (T=20)", "ISTA (T=100)", "FISTA (T=100)", "LISTA (T=20)"} <= set(labels)
+    assert {c.seed for c in small} == {0, 1}
+    assert {(c.settings["m"], c.settings["n"]) for c in small} == {(125, 250)}
+    paper = plan(REGISTRY, "sparse", SPARSE, scale="paper")
+    assert {(c.settings["m"], c.settings["n"]) for c in paper} == {(250, 500)}
+    assert paper[0].budget != small[0].budget and isinstance(small[0].budget, Budget)
+    ista20 = next(c for c in small if c.solver_label == "ISTA (T=20)")
+    assert ista20.params["max_iter"] == 20 and ista20.fixed_params == ("max_iter", "tol")
+    # cells of one problem and seed are adjacent, so data are generated once
+    keys = [c.data_key for c in small]
+    assert keys == sorted(keys, key=keys.index)
+
+
+def test_cell_ids_change_with_settings_and_params():
+    a = plan(REGISTRY, "sparse", SPARSE, scale="smoke")
+    b = plan(REGISTRY, "sparse", SPARSE, scale="small")
+    assert len({c.cell_id for c in a}) == len(a)
+    assert not {c.cell_id for c in a} & {c.cell_id for c in b}
+
+
+def test_selection_by_solver_and_seed():
+    cells = plan(REGISTRY, "sparse", SPARSE, scale="smoke", seeds=[3], solvers=["fista"])
+    assert {c.solver for c in cells} == {"fista"} and {c.seed for c in cells} == {3}
+    with pytest.raises(UnknownNameError, match="valid solver in this suites"):
+        plan(REGISTRY, "sparse", SPARSE, scale="smoke", solvers=["nope"])
+
+
+def _write(tmp_path, body, suffix=".json"):
+    path = tmp_path / f"suite{suffix}"
+    path.write_text(json.dumps(body) if suffix == ".json" else body)
+    return path
+
+
+@pytest.mark.parametrize("body, match", [
+    ({"problems": [], "solvers": [], "solverz": []}, "unknown key 'solverz'"),
+    ({"problems": [{"family": "lasso", "setings": {}}], "solvers": []}, r"problems\[0\]: unknown key 'setings'"),
+    ({"problems": [{"family": "lasso", "settings": {"mm": 3}}], "solvers": []}, "unknown parameter of lasso 'mm'"),
+    ({"problems": [{"family": "lasso"}], "solvers": [{"solver": "fista", "params": {"lamb": 1}}]},
+     r"solvers\[0\]: unknown parameter of fista 'lamb'"),
+    ({"problems": [{"family": "nope"}], "solvers": []}, "unknown problem 'nope'; valid problems: lasso"),
+    ({"problems": [], "solvers": [], "budget": {"stepz": 3}}, "budget: unknown key 'stepz'"),
+    ({"problems": [], "solvers": [], "seeds": {"huge": [1]}}, "unknown scale 'huge'"),
+    ({"solvers": []}, "missing key 'problems'"),
+])
+def test_malformed_suite_files_name_the_file_and_key(tmp_path, body, match):
+    path = _write(tmp_path, body)
+    with pytest.raises(SuiteFileError, match=match) as info:
+        plan(REGISTRY, str(path), load_suite_file(path), scale="smoke")
+    assert str(path) in str(info.value)
+
+
+def test_toml_suite_file_and_syntax_errors(tmp_path):
+    good = _write(tmp_path, 'seeds = [5]\n[[problems]]\nfamily = "lasso"\nsettings = {m = 10, n = 20}\n'
+                            '[[solvers]]\nsolver = "ista"\nparams = {max_iter = 3}\n', ".toml")
+    cells = plan(REGISTRY, str(good), load_suite_file(good), scale="smoke")
+    assert [(c.seed, c.settings["m"], c.params["max_iter"]) for c in cells] == [(5, 10, 3)]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[problems]\n")
+    with pytest.raises(SuiteFileError, match="bad.toml is not valid TOML"):
+        load_suite_file(bad)
+
+
+def test_solver_that_does_not_support_the_family_is_rejected_before_compute():
+    import types
+
+    import l2obench
+    from l2obench.testing import registered
+
+    plugin = types.SimpleNamespace()
+
+    @l2obench.hookimpl
+    def l2obench_register_solvers(register):
+        register(l2obench.SolverSpec(name="glasso_like", factory="x:y", families=("spe",)))
+
+    plugin.l2obench_register_solvers = l2obench_register_solvers
+    with registered(plugin) as registry:
+        body = {"problems": [{"family": "lasso"}], "solvers": [{"solver": "glasso_like"}]}
+        with pytest.raises(UsageError, match=r"does not support problem family 'lasso' \(lasso\); it supports: spe"):
+            plan(registry, "s", body, scale="smoke")

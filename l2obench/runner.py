@@ -163,7 +163,8 @@ class Runner:
         return None if status == "failed" else status
 
     def bar(self, total: int, desc: str):
-        return tqdm(total=total, desc=desc, leave=False, disable=not self.progress_enabled,
+        # disable=None: bars only on a terminal, so logs stay clean.
+        return tqdm(total=total, desc=desc, leave=False, disable=None if self.progress_enabled else True,
                     file=sys.stderr, dynamic_ncols=True)
 
     # -- the loop --------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,7 @@ class Cache:
             return
         path = self.path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
-        os.close(fd)
+        tmp = path.with_name(f".{key}.{uuid.uuid4().hex}.tmp")
         try:
             torch.save(obj, tmp)
             os.replace(tmp, path)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -31,8 +31,7 @@ def write_parquet(rows: Sequence[Mapping], path: str | Path) -> Path:
     path = Path(path)
     table = to_table(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, path)

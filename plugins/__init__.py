@@ -16,7 +16,7 @@ LAMBDA_GRID = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 _ITERATION_PARAMS = {
     "max_iter": Param(1000, help="maximum iterations"),
-    "tol": Param(1e-6, help="stop an instance when its relative duality gap is below tol; 0: run max_iter"),
+    "tol": Param(1e-4, help="stop an instance when its relative duality gap is below tol; 0: run max_iter"),
 }
 
 ISTA = SolverSpec(
@@ -55,7 +55,7 @@ ADMM = SolverSpec(
         "lam": Param(0.1, LAMBDA_GRID, "l1 weight"),
         "rho": Param(1.0, (0.1, 0.3, 1.0, 3.0, 10.0), "augmented-Lagrangian penalty"),
         "max_iter": Param(1000, help="maximum iterations"),
-        "tol": Param(1e-6, help="stop an instance when its relative primal and dual residuals are below tol; 0: run max_iter"),
+        "tol": Param(1e-4, help="stop an instance when its relative primal and dual residuals are below tol; 0: run max_iter"),
     },
 )
 

@@ -13,7 +13,7 @@ _CLASSICAL = [
     {"solver": "fista", "label": "FISTA (T=20)", "params": {"max_iter": 20, "tol": 0.0}},
     {"solver": "ista", "label": "ISTA (T=100)", "params": {"max_iter": 100, "tol": 0.0}},
     {"solver": "fista", "label": "FISTA (T=100)", "params": {"max_iter": 100, "tol": 0.0}},
-    {"solver": "fista", "label": "FISTA (converged)", "params": {"max_iter": 2000, "tol": 1e-6}},
+    {"solver": "fista", "label": "FISTA (converged)", "params": {"max_iter": 2000, "tol": 1e-4}},
     {"solver": "admm", "label": "ADMM (T=100)", "params": {"max_iter": 100, "tol": 0.0}},
 ]
 

@@ -90,7 +90,7 @@ def train(module: torch.nn.Module, loss_fn: Callable[[Instances], torch.Tensor],
     for step in range(1, budget.steps + 1):
         loss = loss_fn(next(batches))
         if not torch.isfinite(loss):
-            raise DivergedError(f"training loss became {float(loss)} at step {step}")
+            raise DivergedError(f"training loss became {float(loss.detach())} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -22,26 +22,36 @@ EVAL_CHUNK = 4096
 
 
 class LISTANetwork(nn.Module):
-    """The T-layer network; ``forward`` returns the per-layer outputs."""
+    """The T-layer network; ``forward`` returns the per-layer outputs.
+
+    One parameter per layer (not a stacked tensor indexed in ``forward``,
+    whose backward would zero-fill a full-size gradient at every layer).
+    """
 
     def __init__(self, W1: torch.Tensor, W2: torch.Tensor, theta: torch.Tensor):
         super().__init__()
-        self.W1 = nn.Parameter(W1)  # (T, n, m)
-        self.W2 = nn.Parameter(W2)  # (T, n, n)
-        self.theta = nn.Parameter(theta)  # (T,)
+        self.W1 = nn.ParameterList([nn.Parameter(w.clone()) for w in W1])  # T x (n, m)
+        self.W2 = nn.ParameterList([nn.Parameter(w.clone()) for w in W2])  # T x (n, n)
+        self.theta = nn.Parameter(theta.clone())  # (T,)
 
     @classmethod
     def from_ista(cls, A: torch.Tensor, n_layers: int, lam: float) -> "LISTANetwork":
         L = lipschitz(A)
         n = A.shape[1]
-        W1 = (A.T / L).expand(n_layers, -1, -1).clone()
-        W2 = (torch.eye(n, dtype=A.dtype, device=A.device) - A.T @ A / L).expand(n_layers, -1, -1).clone()
+        W1 = (A.T / L).expand(n_layers, -1, -1)
+        W2 = (torch.eye(n, dtype=A.dtype, device=A.device) - A.T @ A / L).expand(n_layers, -1, -1)
         return cls(W1, W2, torch.full((n_layers,), float(lam / L), dtype=A.dtype, device=A.device))
+
+    def stacked(self) -> dict[str, torch.Tensor]:
+        """Weights as ``W1 (T, n, m)``, ``W2 (T, n, n)``, ``theta (T,)`` on the CPU."""
+        return {"W1": torch.stack([w.detach().cpu() for w in self.W1]),
+                "W2": torch.stack([w.detach().cpu() for w in self.W2]),
+                "theta": self.theta.detach().cpu()}
 
     def forward(self, b: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
         x = soft_threshold(b @ self.W1[0].T, self.theta[0])
         outputs = [x]
-        for t in range(1, self.W1.shape[0]):
+        for t in range(1, len(self.W1)):
             x = soft_threshold(torch.addmm(b @ self.W1[t].T, x, self.W2[t].T), self.theta[t])
             if keep_all:
                 outputs.append(x)
@@ -91,13 +101,12 @@ class LISTA(Solver):
         return Solution(outputs[-1], outputs if trajectory else None, iterations)
 
     def state_dict(self) -> dict:
-        return {"params": self.get_params(),
-                "weights": {k: v.detach().cpu() for k, v in self.network_.state_dict().items()}}
+        return {"params": self.get_params(), "weights": self.network_.stacked()}
 
     def load_state_dict(self, state) -> "LISTA":
         self.set_params(**state["params"])
         w = state["weights"]
-        self.network_ = LISTANetwork(w["W1"].clone(), w["W2"].clone(), w["theta"].clone())
+        self.network_ = LISTANetwork(w["W1"], w["W2"], w["theta"])
         return self
 
     def to(self, device) -> "LISTA":

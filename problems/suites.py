@@ -22,7 +22,7 @@ _LISTA = {"solver": "lista", "label": "LISTA (T=20)", "params": {"n_layers": 20}
 SMOKE = {
     "description": "tiny LASSO problems; every solver of the sparse suite, seconds in all",
     "seeds": {"smoke": [0], "small": [0], "paper": [0]},
-    "budget": {"steps": 150, "batch_size": 64, "eval_every": 25, "patience": 4},
+    "budget": {"steps": 300, "batch_size": 64, "eval_every": 50, "patience": 4},
     "problems": [
         {"family": "lasso", "label": "cs-tiny",
          "settings": {"m": 20, "n": 40, "p": 0.1, "snr": [20, 30, 40],
@@ -37,7 +37,7 @@ SPARSE = {
     "budget": {
         "steps": 50000, "batch_size": 512, "eval_every": 500, "patience": 10,
         "scales": {
-            "smoke": {"steps": 150, "batch_size": 64, "eval_every": 25, "patience": 4},
+            "smoke": {"steps": 300, "batch_size": 64, "eval_every": 50, "patience": 4},
             "small": {"steps": 3000, "batch_size": 128, "eval_every": 100, "patience": 8},
         },
     },

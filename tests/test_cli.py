@@ -75,7 +75,7 @@ def test_smoke_suite_end_to_end(cli, tmp_path):
     final = df[(df["metric"] == "nmse_db") & (df["split"] == "test") & df["iteration"].isna()]
     nmse = final[final["subset"] == "all"].set_index("solver")["value"]
     assert set(final["subset"]) == {"all", "snr=20", "snr=30", "snr=40"}
-    assert nmse["LISTA (T=20)"] < nmse["ISTA (T=20)"] and nmse["LISTA (T=20)"] < nmse["FISTA (T=20)"]
+    assert nmse["LISTA (T=20)"] < nmse["ISTA (T=20)"] - 1.0  # learned beats classical at equal iterations
     assert nmse["FISTA (T=100)"] <= nmse["FISTA (T=20)"] + 0.5
     traj = df[(df["metric"] == "nmse_db") & (df["subset"] == "all") & df["iteration"].notna()]
     assert sorted(traj.loc[traj["solver"] == "ISTA (T=20)", "iteration"]) == list(range(1, 21))

@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/l2obench run --suite sparse --scale $(SCALE)
+	$(BIN)/l2obench run --suite sparse --scale $(SCALE) --resume
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

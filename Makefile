@@ -36,7 +36,7 @@ bench: setup
 	$(BIN)/python benchmarks/fista_vs_sklearn.py
 
 asv: setup
-	$(BIN)/asv run --python=same --quick --show-stderr
+	$(BIN)/asv machine --yes >/dev/null && $(BIN)/asv run --python=same --quick --show-stderr
 
 clean:
 	rm -rf $(VENV) .asv .pytest_cache

@@ -89,7 +89,8 @@ def table(df: pd.DataFrame, metrics: Sequence[str] | None = None, split: str = "
 def _cell(entry: dict, fmt: str) -> str:
     if entry["n"] == 0:
         return entry["status"] or "-"
-    text = f"{entry['mean']:.4g}" if abs(entry["mean"]) < 1e-2 or abs(entry["mean"]) >= 1e4 else f"{entry['mean']:.2f}"
+    mean = entry["mean"]
+    text = f"{mean:.2f}" if 1 <= abs(mean) < 1e4 else f"{mean:.3g}"
     if math.isfinite(entry["std"]):
         text += f" ± {entry['std']:.2g}" if fmt != "latex" else f" $\\pm$ {entry['std']:.2g}"
     if entry["status"]:

@@ -15,7 +15,7 @@ from l2obench_plugins.proximal_gradient import ISTA
 
 REGISTRY = Registry()
 TINY = {"m": 20, "n": 40, "n_train": 384, "n_val": 96, "n_test": 96}
-BUDGET = Budget(steps=150, batch_size=64, eval_every=25, patience=4)
+BUDGET = Budget(steps=300, batch_size=64, eval_every=50, patience=4)  # the smoke suite's budget
 
 
 def nmse_db(estimate, target):

@@ -16,7 +16,7 @@ LAMBDA_GRID = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 _ITERATION_PARAMS = {
     "max_iter": Param(1000, help="maximum iterations"),
-    "tol": Param(1e-4, help="stop an instance when its relative duality gap is below tol; 0: run max_iter"),
+    "tol": Param(1e-4, help="stop an instance when its duality gap is below tol * ||b||^2 (scikit-learn's rule); 0: run max_iter"),
 }
 
 ISTA = SolverSpec(

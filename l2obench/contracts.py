@@ -100,11 +100,15 @@ class Solution:
         Iterates ``x_1 .. x_T`` (each shaped like ``estimate``) when requested.
     iterations : Tensor, optional
         Iterations (or layers) each instance used, e.g. with a stopping rule.
+    stop_distribution : Tensor, optional
+        ``(N, T)``: the probability that a learned stopping policy stops each
+        instance after iteration ``t`` (reported averaged over the test split).
     """
 
     estimate: Any
     trajectory: list | None = None
     iterations: Any = None
+    stop_distribution: Any = None
 
 
 @dataclass(frozen=True)

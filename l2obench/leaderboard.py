@@ -17,10 +17,12 @@ FORMATS = ("terminal", "markdown", "latex", "csv")
 
 # Columns appended for every problem: (metric, split, heading, scale factor).
 TIMING_COLUMNS = (
+    ("iterations_mean", "test", "iters", 1.0),
     ("fit_seconds", None, "fit s", 1.0),
     ("solve_seconds_per_instance", "test", "solve ms/inst", 1e3),
 )
-_NOT_QUALITY = {m for m, *_ in TIMING_COLUMNS} | {"solve_seconds", "latency_seconds", "iterations_mean", "error"}
+_NOT_QUALITY = {m for m, *_ in TIMING_COLUMNS} | {"solve_seconds", "latency_seconds", "error", "solve_seconds_full_depth",
+                                                  "wall_clock_saved_fraction"}
 
 
 def _default_metrics(final: pd.DataFrame) -> list[str]:
@@ -59,6 +61,10 @@ def table(df: pd.DataFrame, metrics: Sequence[str] | None = None, split: str = "
             specs += [(metric, split, sub, f"{metric}" + ("" if sub == "all" else f" [{sub}]"), 1.0) for sub in subsets]
         gap = [m for m in dict.fromkeys(rows["metric"]) if m.startswith("generalization_gap")]
         specs += [(m, split, "all", "gap", 1.0) for m in gap]
+        for other in dict.fromkeys(rows["split"].dropna()):  # extra test splits, e.g. out of distribution
+            if other not in ("train", "val", split):
+                specs += [(metric, other, "all", f"{metric} [{other}]", 1.0) for metric in metrics]
+                specs += [(m, other, "all", f"gap [{other}]", 1.0) for m in gap]
         specs += [(m, s, None, heading, factor) for m, s, heading, factor in TIMING_COLUMNS]
         for metric, sp, subset, heading, factor in specs:
             sel = rows[rows["metric"] == metric]

@@ -36,6 +36,8 @@ from l2obench.timing import describe_device, single_instance_latency, timed_solv
 # Trajectories keep at most this many iterations (all of them when T is below);
 # beyond, iterations are log-spaced so long runs stay affordable in memory.
 TRAJECTORY_POINTS = 128
+# Splits with a fixed role; any other split a family draws is evaluated like test.
+STANDARD_SPLITS = {"train", "val", "test"}
 # Bytes of iterates held at once while a trajectory is computed in chunks.
 TRAJECTORY_CHUNK_BYTES = 256 * 2**20
 
@@ -285,6 +287,16 @@ class Runner:
         if solution.iterations is not None:
             rows.append(row(metric="iterations_mean", value=float(solution.iterations.float().mean()),
                             split="test", direction="lower", data_hash=h))
+            rows += [row(metric="stop_fraction", value=fraction, split="test", iteration=t, data_hash=h)
+                     for t, fraction in _stop_fractions(solution.iterations)]
+        full_depth = getattr(solver, "full_depth", None)
+        if callable(full_depth):
+            # Adaptive-depth solvers: what stopping saves against running every layer.
+            _, full_seconds = timed_solve(full_depth(), test, self.device)
+            rows += [row(metric="solve_seconds_full_depth", value=full_seconds, split="test", direction="lower",
+                         wall_clock_s=full_seconds, data_hash=h),
+                     row(metric="wall_clock_saved_fraction", value=1.0 - seconds / full_seconds, split="test",
+                         direction="higher", wall_clock_s=seconds, data_hash=h)]
         test_values = family.evaluate(solution.estimate, test)
         rows += [row(metric=m.metric, value=m.value, split="test", subset=m.subset, direction=direction(m.metric),
                      wall_clock_s=seconds, data_hash=h) for m in test_values]
@@ -299,6 +311,18 @@ class Runner:
         gap = _value(test_values, family.gap_metric) - _value(train_values, family.gap_metric)
         rows.append(row(metric=f"generalization_gap_{family.gap_metric}", value=gap, split="test",
                         subset="all", direction=None, data_hash=h))
+        for name in data.splits.keys() - STANDARD_SPLITS:  # e.g. an out-of-distribution test split
+            other = data.splits[name].to(self.device)
+            with torch.no_grad():
+                estimate = solver.solve(other.observation()).estimate
+            _check_finite(estimate, name)
+            values = family.evaluate(estimate, other)
+            hash_ = data.hashes[name]
+            rows += [row(metric=m.metric, value=m.value, split=name, subset=m.subset,
+                         direction=direction(m.metric), data_hash=hash_) for m in values]
+            gap = _value(values, family.gap_metric) - _value(train_values, family.gap_metric)
+            rows.append(row(metric=f"generalization_gap_{family.gap_metric}", value=gap, split=name,
+                            subset="all", direction=None, data_hash=hash_))
 
         rows += self._trajectory_rows(cell, family, solver, test, seconds, row, direction, h)
         primary = _value(test_values, family.primary_metric)
@@ -316,16 +340,23 @@ class Runner:
         per_instance_bytes = probe[0].numel() * probe[0].element_size() * n_iter
         chunk = max(1, TRAJECTORY_CHUNK_BYTES // per_instance_bytes)
         kept: dict[int, list] = {t: [] for t in keep}
+        stop_distribution = []
         bar = self.bar(len(test), f"trajectory {cell.solver_label}")
         with torch.no_grad():
             for start in range(0, len(test), chunk):
                 part = test.subset(slice(start, start + chunk))
-                trajectory = solver.solve(part.observation(), trajectory=True).trajectory
+                solution = solver.solve(part.observation(), trajectory=True)
                 for t in keep:
-                    kept[t].append(trajectory[t - 1])
+                    kept[t].append(solution.trajectory[t - 1])
+                if solution.stop_distribution is not None:
+                    stop_distribution.append(solution.stop_distribution)
                 bar.update(len(part))
         bar.close()
         rows = []
+        if stop_distribution:  # a learned stopping policy's q(t), averaged over the test split
+            mean = torch.cat(stop_distribution).double().mean(0)
+            rows += [row(metric="stop_probability", value=float(p), split="test", iteration=t,
+                         data_hash=data_hash) for t, p in enumerate(mean.tolist(), 1)]
         for t in keep:
             # Cumulative wall-clock assumes a uniform cost per iteration of the timed batched solve.
             for m in family.evaluate(torch.cat(kept.pop(t)), test):
@@ -333,6 +364,14 @@ class Runner:
                                 direction=direction(m.metric), wall_clock_s=solve_seconds * t / n_iter,
                                 data_hash=data_hash))
         return rows
+
+
+def _stop_fractions(iterations: torch.Tensor) -> list[tuple[int, float]]:
+    """Fraction of instances stopping at each iteration, when not all stop at the same one."""
+    if iterations.min() == iterations.max():
+        return []
+    values, counts = torch.unique(iterations, return_counts=True)
+    return [(int(v), float(c) / iterations.numel()) for v, c in zip(values.tolist(), counts.tolist())]
 
 
 def _value(measurements, metric: str, subset: str = "all") -> float:

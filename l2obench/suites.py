@@ -175,6 +175,10 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
         with _located(where):
             spec = registry.problem(entry["family"])
             settings = spec.resolve(_at_scale(where, entry.get("settings"), entry.get("scales"), scale))
+        try:
+            spec.build(**settings)  # the family validates its settings' values before any compute
+        except ValueError as exc:
+            raise SuiteFileError(f"{where}.settings: {exc}") from exc
         problem_rows.append((entry.get("label", spec.name), spec, settings))
     solver_rows = []
     for i, entry in enumerate(definition["solvers"]):

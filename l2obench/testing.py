@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from typing import Any, Mapping
 
 from l2obench.contracts import Budget, FitContext, Solution
-from l2obench.hashing import generator_for
 from l2obench.registry import Registry
 
 

@@ -59,6 +59,11 @@ ADMM = SolverSpec(
     },
 )
 
+_UNROLLED_TRAINING = {
+    "gamma": Param(0.9, help="layer-loss discount: loss = sum_t gamma^(T-t) ||x_t - x*||^2"),
+    "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)"),
+}
+
 LISTA = SolverSpec(
     name="lista",
     factory="l2obench_plugins.lista:LISTA",
@@ -67,15 +72,73 @@ LISTA = SolverSpec(
     description="learned ISTA (Gregor-LeCun 2010): T untied layers x_t = soft(W1_t b + W2_t x_{t-1}, theta_t)",
     params={
         "n_layers": Param(20, help="number of layers T"),
-        "gamma": Param(0.9, help="layer-loss discount: loss = sum_t gamma^(T-t) ||x_t - x*||^2"),
         "lr": Param(1e-3, help="Adam learning rate"),
         "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds"),
-        "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)"),
+        **_UNROLLED_TRAINING,
+    },
+)
+
+
+_SUPPORT_SELECTION = {
+    "support_p": Param(1.2, help="support selection: percent of entries per instance added per layer "
+                                 "(p_k = min(support_p k, support_max))"),
+    "support_max": Param(13.0, help="support selection: maximum percent of entries that bypass the shrinkage"),
+}
+
+ALISTA = SolverSpec(
+    name="alista",
+    factory="l2obench_plugins.alista:ALISTA",
+    families=("lasso",),
+    learned=True,
+    description="analytic LISTA (Liu et al. 2019): analytic weight, learned step sizes and thresholds (2T scalars)",
+    params={
+        "n_layers": Param(16, help="number of layers T"),
+        "lr": Param(5e-3, help="Adam learning rate"),
+        "lam_init": Param(0.1, help="thresholds start at lam_init times the step size (ISTA's lambda)"),
+        **_SUPPORT_SELECTION,
+        **_UNROLLED_TRAINING,
+    },
+)
+
+LISTA_CPSS = SolverSpec(
+    name="lista_cpss",
+    factory="l2obench_plugins.alista:LISTACPSS",
+    families=("lasso",),
+    learned=True,
+    description="LISTA with coupled weights and support selection (Chen et al. 2018)",
+    params={
+        "n_layers": Param(16, help="number of layers T"),
+        "lr": Param(5e-3, help="Adam learning rate"),
+        "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds (theta = lam_init / L)"),
+        **_SUPPORT_SELECTION,
+        **_UNROLLED_TRAINING,
+    },
+)
+
+LISTA_STOP = SolverSpec(
+    name="lista_stop",
+    factory="l2obench_plugins.lista_stop:LISTAStop",
+    families=("lasso",),
+    learned=True,
+    description="LISTA with a learned stopping policy (thesis ch. 5): oracle stage I, forward-KL stage II",
+    params={
+        "n_layers": Param(20, help="maximum number of layers T"),
+        "beta": Param(0.02, help="temperature of the oracle stop distribution q* (eq. 5.8), loss in units of mean ||x*||^2"),
+        "warm_start": Param(True, help="train the network as LISTA first, then stage I from there"),
+        "lr": Param(1e-3, help="Adam learning rate of stage I (the LISTA network)"),
+        "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds"),
+        **_UNROLLED_TRAINING,
+        "policy_hidden": Param(128, help="width of the policy MLP's two hidden layers"),
+        "policy_lr": Param(1e-3, help="Adam learning rate of stage II (the policy)"),
+        "policy_steps": Param(None, help="stage II steps; null: the suite's training budget"),
+        "hard_oracle": Param(True, help="stage II imitates the oracle's best layer (one-hot) rather than q* itself"),
+        "stop_rule": Param("threshold", help="test-time stopping: threshold (pi_t > 0.5), sample (Bernoulli), never"),
+        "sample_seed": Param(0, help="seed of the sample rule's draws"),
     },
 )
 
 
 @hookimpl
 def l2obench_register_solvers(register):
-    for spec in (ISTA, FISTA, ADMM, LISTA):
+    for spec in (ISTA, FISTA, ADMM, LISTA, ALISTA, LISTA_CPSS, LISTA_STOP):
         register(spec)

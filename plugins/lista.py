@@ -9,16 +9,41 @@ thesis section 5.5.1, early-stopped on validation NMSE.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
 
-from l2obench.contracts import FitContext, Solution, Solver
+from l2obench.contracts import FitContext, Instances, Solution, Solver
 from l2obench.ops import lipschitz, soft_threshold
 from l2obench.training import train
 
 # Validation is evaluated in chunks of this many instances.
 EVAL_CHUNK = 4096
+
+
+def chunked_nmse_db(estimate: Callable[[torch.Tensor], torch.Tensor], instances: Instances) -> float:
+    """NMSE in dB of ``estimate(b)`` against the target ``x`` over ``instances``,
+    evaluated in chunks of ``EVAL_CHUNK`` (validation during training)."""
+    err = ref = 0.0
+    for start in range(0, len(instances), EVAL_CHUNK):
+        part = instances.subset(slice(start, start + EVAL_CHUNK))
+        x = estimate(part.observed["b"])
+        err += float(((x - part.target["x"]) ** 2).sum())
+        ref += float((part.target["x"] ** 2).sum())
+    return 10 * math.log10(err / ref) if err > 0 else -math.inf
+
+
+def layer_weights(n_layers: int, gamma: float, like: torch.Tensor) -> torch.Tensor:
+    """Weights ``gamma^(T-t)``, t = 1..T, of the layer-wise training loss (thesis 5.5.1)."""
+    return torch.tensor([gamma ** (n_layers - t) for t in range(1, n_layers + 1)], dtype=like.dtype,
+                        device=like.device)
+
+
+def layer_loss(outputs: list[torch.Tensor], target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_t w_t mean ||x_t - x*||^2``: the layer-weighted loss of unrolled networks."""
+    errors = torch.stack([((x - target) ** 2).sum(-1).mean() for x in outputs])
+    return (weights * errors).sum()
 
 
 class LISTANetwork(nn.Module):
@@ -48,50 +73,30 @@ class LISTANetwork(nn.Module):
                 "W2": torch.stack([w.detach().cpu() for w in self.W2]),
                 "theta": self.theta.detach().cpu()}
 
+    def __len__(self) -> int:
+        return len(self.W1)
+
+    def layer(self, t: int, b: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        """Layer ``t`` (0-based): ``x_{t+1}`` from ``x_t`` (``None`` for ``x_0 = 0``)."""
+        pre = b @ self.W1[t].T
+        if x is not None:
+            pre = torch.addmm(pre, x, self.W2[t].T)
+        return soft_threshold(pre, self.theta[t])
+
     def forward(self, b: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
-        x = soft_threshold(b @ self.W1[0].T, self.theta[0])
-        outputs = [x]
-        for t in range(1, len(self.W1)):
-            x = soft_threshold(torch.addmm(b @ self.W1[t].T, x, self.W2[t].T), self.theta[t])
-            if keep_all:
+        x = None
+        outputs = []
+        for t in range(len(self.W1)):
+            x = self.layer(t, b, x)
+            if keep_all or t == len(self.W1) - 1:
                 outputs.append(x)
-        return outputs if keep_all else [x]
+        return outputs
 
 
-class LISTA(Solver):
-    """Learned ISTA for a fixed sensing matrix (``lasso`` family).
-
-    Hyper-parameters (see ``l2obench list``): ``n_layers``, ``gamma``, ``lr``,
-    ``lam_init``, ``fresh_samples``. Fitted state: ``network_``.
-    """
-
-    def fit(self, context: FitContext) -> "LISTA":
-        A = context.train.shared.get("A")
-        if A is None or A.dim() != 2:
-            raise ValueError("LISTA needs one sensing matrix shared by all instances (observation 'A' of shape (m, n))")
-        self.network_ = LISTANetwork.from_ista(A.to(context.device), self.n_layers, self.lam_init)
-        weights = torch.tensor([self.gamma ** (self.n_layers - t) for t in range(1, self.n_layers + 1)],
-                               dtype=A.dtype, device=context.device)
-
-        def loss_fn(batch):
-            outputs = self.network_(batch.observed["b"])
-            errors = torch.stack([((x - batch.target["x"]) ** 2).sum(-1).mean() for x in outputs])
-            return (weights * errors).sum()
-
-        val = context.val
-
-        def validate() -> float:
-            err = ref = 0.0
-            for start in range(0, len(val), EVAL_CHUNK):
-                part = val.subset(slice(start, start + EVAL_CHUNK))
-                x = self.network_(part.observed["b"], keep_all=False)[-1]
-                err += float(((x - part.target["x"]) ** 2).sum())
-                ref += float((part.target["x"] ** 2).sum())
-            return 10 * math.log10(err / ref) if err > 0 else -math.inf
-
-        train(self.network_, loss_fn, validate, context, lr=self.lr, fresh_samples=self.fresh_samples,
-              desc=f"train LISTA (T={self.n_layers})")
-        return self
+class UnrolledSolver(Solver):
+    """Base of solvers whose fitted state is one unrolled network ``network_`` of
+    ``n_layers`` layers with ``forward(b, keep_all)`` and ``stacked()``: solving
+    (every layer's output is the trajectory), state and device moves."""
 
     def solve(self, observation, trajectory=False) -> Solution:
         b = observation["b"]
@@ -103,12 +108,37 @@ class LISTA(Solver):
     def state_dict(self) -> dict:
         return {"params": self.get_params(), "weights": self.network_.stacked()}
 
+    def to(self, device) -> "UnrolledSolver":
+        self.network_.to(device)
+        return self
+
+
+class LISTA(UnrolledSolver):
+    """Learned ISTA for a fixed sensing matrix (``lasso`` family).
+
+    Hyper-parameters (see ``l2obench list``): ``n_layers``, ``gamma``, ``lr``,
+    ``lam_init``, ``fresh_samples``. Fitted state: ``network_``.
+    """
+
+    def fit(self, context: FitContext) -> "LISTA":
+        A = context.train.shared.get("A")
+        if A is None or A.dim() != 2:
+            raise ValueError("LISTA needs one sensing matrix shared by all instances (observation 'A' of shape (m, n))")
+        self.network_ = LISTANetwork.from_ista(A.to(context.device), self.n_layers, self.lam_init)
+        weights = layer_weights(self.n_layers, self.gamma, self.network_.theta)
+
+        def loss_fn(batch):
+            return layer_loss(self.network_(batch.observed["b"]), batch.target["x"], weights)
+
+        def validate() -> float:
+            return chunked_nmse_db(lambda b: self.network_(b, keep_all=False)[-1], context.val)
+
+        train(self.network_, loss_fn, validate, context, lr=self.lr, fresh_samples=self.fresh_samples,
+              desc=f"train LISTA (T={self.n_layers})")
+        return self
+
     def load_state_dict(self, state) -> "LISTA":
         self.set_params(**state["params"])
         w = state["weights"]
         self.network_ = LISTANetwork(w["W1"], w["W2"], w["theta"])
-        return self
-
-    def to(self, device) -> "LISTA":
-        self.network_.to(device)
         return self

@@ -22,6 +22,8 @@ LASSO = ProblemSpec(
         "n_train": Param(10000, help="training instances"),
         "n_val": Param(3000, help="validation instances (equal per SNR level)"),
         "n_test": Param(3000, help="test instances (equal per SNR level)"),
+        "ood": Param(None, help="out-of-distribution test split: overrides of p and/or snr, e.g. {snr = [10, 50]}"),
+        "n_ood": Param(None, help="instances of the ood split; null: n_test"),
     },
 )
 

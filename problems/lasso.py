@@ -8,6 +8,11 @@ support and ``N(0, 1)`` non-zeros; ``b = A x* + e`` where
 ``e ~ N(0, sigma^2 I)``, ``sigma = std(A x*) * 10^(-SNR/20)`` per instance and
 the SNR taken from a set of levels ("mixed", equal counts per level in every
 split and training batch, so uniform over instances) or infinite (noiseless).
+
+An out-of-distribution split ``ood`` (``n_ood`` instances, same ``A``) is drawn
+when the setting ``ood`` overrides the sparsity ``p`` and/or the SNR levels,
+e.g. ``{"snr": [10, 50]}`` or ``{"p": 0.2}``; the runner reports it with its own
+generalization gap (ood minus train).
 """
 from __future__ import annotations
 
@@ -37,6 +42,21 @@ def snr_label(level: float) -> str:
     return "noiseless" if math.isinf(level) else f"snr={level:g}"
 
 
+OOD_KEYS = {"p", "snr"}
+
+
+def _check_p(p: float) -> None:
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"p must lie in (0, 1], got {p}")
+
+
+def _levels(snr) -> list[float]:
+    levels = snr if isinstance(snr, (list, tuple)) else [snr]
+    if not levels:
+        raise ValueError("snr needs at least one level")
+    return [math.inf if s is None else float(s) for s in levels]
+
+
 class Lasso(ProblemFamily):
     """Sparse recovery ``b = A x* + e`` with a fixed ``A`` per setting and seed.
 
@@ -52,13 +72,21 @@ class Lasso(ProblemFamily):
         super().__init__(**settings)
         if self.m <= 0 or self.n <= 0:
             raise ValueError("m and n must be positive")
-        if not 0.0 < self.p <= 1.0:
-            raise ValueError(f"p must lie in (0, 1], got {self.p}")
-        levels = self.snr if isinstance(self.snr, (list, tuple)) else [self.snr]
-        self.levels = [math.inf if s is None else float(s) for s in levels]
+        _check_p(self.p)
+        self.levels = _levels(self.snr)
+        self.ood, self.n_ood = settings.get("ood") or {}, settings.get("n_ood")
+        ood = self.ood
+        unknown = set(ood) - OOD_KEYS
+        if unknown:
+            raise ValueError(f"ood may override {', '.join(sorted(OOD_KEYS))}; got {', '.join(sorted(unknown))}")
+        _check_p(ood.get("p", self.p))
+        self.ood_levels = _levels(ood.get("snr", self.snr))
 
     def split_sizes(self) -> dict[str, int]:
-        return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
+        sizes = {"train": self.n_train, "val": self.n_val, "test": self.n_test}
+        if self.ood:
+            sizes["ood"] = self.n_ood if self.n_ood is not None else self.n_test
+        return sizes
 
     def draw_shared(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         m, n = self.m, self.n
@@ -75,12 +103,13 @@ class Lasso(ProblemFamily):
     def draw(self, n: int, generator: torch.Generator, shared: Mapping[str, torch.Tensor],
              split: str) -> Instances:
         A = shared["A"]
-        support = torch.rand(n, self.n, generator=generator) < self.p
+        p, levels = (self.ood.get("p", self.p), self.ood_levels) if split == "ood" else (self.p, self.levels)
+        support = torch.rand(n, self.n, generator=generator) < p
         x = torch.randn(n, self.n, generator=generator) * support
         clean = x @ A.T
         # Every split (and every fresh training batch) holds the levels in equal
         # numbers, so train and test metrics compare like with like (the gap).
-        snr = torch.tensor(self.levels, dtype=torch.float64)[torch.arange(n) % len(self.levels)]
+        snr = torch.tensor(levels, dtype=torch.float64)[torch.arange(n) % len(levels)]
         sigma = clean.std(dim=1).double() * torch.pow(10.0, -snr / 20.0)
         noise = torch.randn(n, self.m, generator=generator) * sigma.float().unsqueeze(1)
         return Instances(observed={"b": clean + noise}, target={"x": x}, shared={"A": A},
@@ -94,9 +123,10 @@ class Lasso(ProblemFamily):
         x = instances.target["x"]
         value = nmse(estimate, x)
         out = [Measurement("nmse", value), Measurement("nmse_db", to_db(value))]
-        if per_subset and len(self.levels) > 1:
+        levels = sorted(set(instances.groups["snr"].tolist()))
+        if per_subset and len(levels) > 1:
             snr = instances.groups["snr"]
-            for level in self.levels:
+            for level in levels:
                 mask = snr == level
                 level_value = nmse(estimate[mask], x[mask])
                 label = snr_label(level)

@@ -18,6 +18,9 @@ _CLASSICAL = [
 ]
 
 _LISTA = {"solver": "lista", "label": "LISTA (T=20)", "params": {"n_layers": 20}}
+_LISTA_STOP = {"solver": "lista_stop", "label": "LISTA-stop (T<=20)", "params": {"n_layers": 20}}
+_ALISTA = [{"solver": "alista", "label": "ALISTA (T=16)", "params": {"n_layers": 16}},
+           {"solver": "lista_cpss", "label": "LISTA-CPSS (T=16)", "params": {"n_layers": 16}}]
 
 SMOKE = {
     "description": "tiny LASSO problems; every solver of the sparse suite, seconds in all",
@@ -28,7 +31,7 @@ SMOKE = {
          "settings": {"m": 20, "n": 40, "p": 0.1, "snr": [20, 30, 40],
                       "n_train": 384, "n_val": 96, "n_test": 96}},
     ],
-    "solvers": _CLASSICAL + [_LISTA],
+    "solvers": _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP],
 }
 
 SPARSE = {
@@ -50,5 +53,5 @@ SPARSE = {
              "small": {"m": 125, "n": 250, "n_train": 3000, "n_val": 600, "n_test": 1500},
          }},
     ],
-    "solvers": _CLASSICAL + [_LISTA],
+    "solvers": _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP],
 }

@@ -1,7 +1,6 @@
 """The command line end to end: smoke suite, leaderboards, bad input, faults, resume."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -9,6 +8,9 @@ import textwrap
 import pytest
 
 from l2obench.results import read_results
+from l2obench_problems.suites import SMOKE
+
+SMOKE_CELLS = len(SMOKE["solvers"])  # one problem, one seed
 
 TINY_SUITE = {
     "seeds": [0],
@@ -65,24 +67,57 @@ def _suite(tmp_path, extra_solvers=()):
     return path
 
 
+def test_out_of_distribution_split_is_reported_with_its_own_gap(cli, tmp_path):
+    body = json.loads(json.dumps(TINY_SUITE))
+    body["problems"][0]["settings"]["ood"] = {"snr": [10], "p": 0.2}
+    path = tmp_path / "ood.json"
+    path.write_text(json.dumps(body))
+    results = tmp_path / "run"
+    code, out, err = cli("run", "--suite", str(path), "--results", str(results), "--no-progress")
+    assert code == 0, out + err
+    df = read_results([results])
+    final = df[df["iteration"].isna() & (df["subset"] == "all")].set_index(["split", "metric"])["value"]
+    assert final[("ood", "nmse_db")] > final[("test", "nmse_db")]  # noisier and denser: harder
+    assert ("ood", "generalization_gap_nmse") in final.index
+    assert set(df.loc[(df["split"] == "ood") & (df["metric"] == "nmse_db"), "subset"]) == {"all"}  # one SNR level
+    code, out, _ = cli("leaderboard", str(results))
+    assert code == 0 and "nmse_db [ood]" in out and "gap [ood]" in out
+
+
+def test_bad_setting_value_is_reported_before_compute(cli, tmp_path):
+    body = json.loads(json.dumps(TINY_SUITE))
+    body["problems"][0]["settings"]["ood"] = {"sparsity": 0.2}
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(body))
+    code, _, err = cli("run", "--suite", str(path), "--results", str(tmp_path / "run"), "--no-progress")
+    assert code == 2 and "problems[0].settings" in err and "sparsity" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_smoke_suite_end_to_end(cli, tmp_path):
     results = tmp_path / "run"
     code, out, err = cli("run", "--suite", "smoke", "--scale", "smoke", "--results", str(results), "--no-progress")
     assert code == 0, out + err
-    assert "7 ok, 0 diverged, 0 failed" in out
+    assert f"{SMOKE_CELLS} ok, 0 diverged, 0 failed" in out
     df = read_results([results])
     assert set(df["status"]) == {"ok"} and df["run_id"].nunique() == 1
     final = df[(df["metric"] == "nmse_db") & (df["split"] == "test") & df["iteration"].isna()]
     nmse = final[final["subset"] == "all"].set_index("solver")["value"]
     assert set(final["subset"]) == {"all", "snr=20", "snr=30", "snr=40"}
     assert nmse["LISTA (T=20)"] < nmse["ISTA (T=20)"] - 1.0  # learned beats classical at equal iterations
+    for learned in ("ALISTA (T=16)", "LISTA-CPSS (T=16)"):
+        assert nmse[learned] < nmse["FISTA (T=20)"]
+    stop = df[(df["solver"] == "LISTA-stop (T<=20)") & (df["metric"] == "stop_probability")]
+    assert len(stop) == 20 and abs(stop["value"].sum() - 1) < 1e-6  # q_phi(t) averaged over the test split
+    saved = df[(df["solver"] == "LISTA-stop (T<=20)") & (df["metric"] == "wall_clock_saved_fraction")]
+    assert len(saved) == 1
     assert nmse["FISTA (T=100)"] <= nmse["FISTA (T=20)"] + 0.5
     traj = df[(df["metric"] == "nmse_db") & (df["subset"] == "all") & df["iteration"].notna()]
     assert sorted(traj.loc[traj["solver"] == "ISTA (T=20)", "iteration"]) == list(range(1, 21))
     last = traj[(traj["solver"] == "LISTA (T=20)") & (traj["iteration"] == 20)]["value"].item()
     assert last == pytest.approx(nmse["LISTA (T=20)"], abs=1e-4)
     for metric in ("fit_seconds", "solve_seconds_per_instance", "generalization_gap_nmse", "latency_seconds"):
-        assert df.loc[df["metric"] == metric, "solver"].nunique() == 7, metric
+        assert df.loc[df["metric"] == metric, "solver"].nunique() == SMOKE_CELLS, metric
     assert df["data_hash"].notna().all() and df["device"].str.startswith("cpu").all()
     assert (results / "leaderboard.md").read_text().count("**") >= 2
 
@@ -94,7 +129,7 @@ def test_smoke_suite_end_to_end(cli, tmp_path):
     assert code == 2 and "--resume" in err
     code, out, _ = cli("run", "--suite", "smoke", "--scale", "smoke", "--results", str(results), "--resume",
                        "--no-progress")
-    assert code == 0 and out.count("(on disk, skipped)") == 7 and "(7 already on disk)" in out
+    assert code == 0 and out.count("(on disk, skipped)") == SMOKE_CELLS and f"({SMOKE_CELLS} already on disk)" in out
 
 
 @pytest.mark.parametrize("args, message", [

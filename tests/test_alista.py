@@ -1,0 +1,217 @@
+"""ALISTA and LISTA-CPSS: analytic weight, support selection, training and state."""
+import io
+import math
+import types
+
+import pytest
+import torch
+
+import l2obench
+from l2obench.contracts import Budget, FitContext
+from l2obench.ops import soft_threshold
+from l2obench.registry import Registry
+from l2obench.testing import check_solver, registered, smoke_context
+from l2obench_plugins.alista import (ALISTA, LISTACPSS, ALISTANetwork, LISTACPSSNetwork, analytic_weight,
+                                     analytic_weight_pgd, support_percentages, support_selection)
+from l2obench_plugins.proximal_gradient import ISTA
+
+REGISTRY = Registry()
+TINY = {"m": 20, "n": 40, "n_train": 384, "n_val": 96, "n_test": 96}
+BUDGET = Budget(steps=300, batch_size=64, eval_every=50, patience=4)  # the smoke suite's budget
+PARAMS = {"n_layers": 16, "gamma": 0.9, "lam_init": 0.1, "support_p": 1.2, "support_max": 13.0, "fresh_samples": True}
+LR = {ALISTA: 5e-3, LISTACPSS: 5e-3}
+
+
+def nmse_db(estimate, target):
+    return 10 * math.log10(float(((estimate - target) ** 2).sum() / (target**2).sum()))
+
+
+def off_diagonal_norm(M):
+    return float((M - torch.diag(torch.diagonal(M))).norm())
+
+
+def sensing_matrix():
+    _, test = smoke_context(REGISTRY, "lasso", TINY)
+    return test.shared["A"]
+
+
+# --------------------------------------------------------------------------- analytic weight
+
+def test_analytic_weight_closed_form_matches_projected_gradient():
+    A = sensing_matrix().double()
+    W = analytic_weight(A)
+    W_pgd = analytic_weight_pgd(A, steps=5000)
+    assert W.shape == A.shape and W.dtype == torch.float64
+    assert torch.allclose(W_pgd, W, rtol=0, atol=1e-8), float((W_pgd - W).abs().max())
+    G = W.T @ A
+    assert torch.allclose(torch.diagonal(G), torch.ones(A.shape[1], dtype=A.dtype), atol=1e-12)
+    # W = A is feasible (unit-norm columns): the natural competitor, and PGD's start.
+    assert off_diagonal_norm(G) < 0.8 * off_diagonal_norm(A.T @ A)
+    # Optimality: no feasible perturbation lowers ||W^T A||_F.
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        D = 1e-2 * torch.randn(A.shape, generator=generator, dtype=A.dtype)
+        D -= A * (A * D).sum(0)  # keep a_i^T (w_i + d_i) = 1
+        assert float(((W + D).T @ A).norm()) > float(G.norm())
+    # Few PGD steps from A have not converged yet: the comparison above is not vacuous.
+    assert float((analytic_weight_pgd(A, steps=20) - W).abs().max()) > 1e-3
+
+
+def test_analytic_weight_keeps_dtype_and_rejects_zero_columns():
+    A = sensing_matrix()
+    W = analytic_weight(A)
+    assert W.dtype == torch.float32
+    assert torch.allclose(torch.diagonal(W.T @ A), torch.ones(A.shape[1]), atol=1e-5)
+    A[:, 3] = 0
+    with pytest.raises(ValueError, match="column of A is zero"):
+        analytic_weight(A)
+
+
+# --------------------------------------------------------------------------- support selection
+
+def test_support_selection_passes_exactly_the_top_entries():
+    z = torch.tensor([[3.0, -0.5, 2.0, 0.2, -4.0, 1.0, 0.05, -1.5, 0.7, 0.3],
+                      [0.1, -2.5, 0.6, 5.0, -0.9, 0.0, 1.2, -0.45, 2.0, -3.0],
+                      [0.1, -0.3, 0.2, 0.0, 0.05, -0.1, 0.0, 0.15, 0.0, 0.25]])
+    theta = 0.4
+    # 30 % of 10 entries: the three largest magnitudes of each row pass unchanged ...
+    expected = torch.tensor([[3.0, -0.1, 2.0, 0.0, -4.0, 0.6, 0.0, -1.1, 0.3, 0.0],
+                             [0.0, -2.5, 0.2, 5.0, -0.5, 0.0, 0.8, -0.05, 1.6, -3.0],
+                             # ... unless they are below theta, where eta_ss is soft thresholding (zero).
+                             [0.0] * 10])
+    assert torch.allclose(support_selection(z, theta, 30.0), expected, atol=1e-6)
+    assert torch.allclose(support_selection(z, torch.tensor(theta), 30.0), expected, atol=1e-6)
+    # 25 % of 10 is 2.5 entries: floor, two pass.
+    two = support_selection(z, theta, 25.0)
+    assert two[0, 2] == pytest.approx(1.6) and two[1, 3] == 5.0 and two[1, 9] == -3.0
+    for percent in (0.0, 5.0):  # fewer than one entry: plain soft thresholding
+        assert torch.equal(support_selection(z, theta, percent), soft_threshold(z, torch.tensor(theta)))
+    x = torch.randn(64, 40, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(support_selection(x, torch.tensor(0.3), 0.0), soft_threshold(x, torch.tensor(0.3)))
+
+
+def test_support_selection_gradient_bypasses_selected_entries():
+    z = torch.tensor([[3.0, -0.5, 2.0, 0.2, -4.0]], requires_grad=True)
+    theta = torch.tensor(0.4, requires_grad=True)
+    weights = torch.tensor([1.0, 1.0, 2.0, 1.0, 1.0])
+    (weights * support_selection(z, theta, 40.0)).sum().backward()  # 3.0 and -4.0 pass
+    assert z.grad.tolist() == [[1.0, 1.0, 2.0, 0.0, 1.0]]
+    assert float(theta.grad) == pytest.approx(1.0 - 2.0)  # -0.5 -> -0.1 and 2.0 -> 1.6 are shrunk
+
+
+def test_support_percentages_grow_and_saturate():
+    assert support_percentages(16, 1.2, 13.0) == pytest.approx([1.2 * k for k in range(1, 11)] + [13.0] * 6)
+    assert support_percentages(3, 0.0, 13.0) == [0.0, 0.0, 0.0]
+
+
+# --------------------------------------------------------------------------- untrained networks
+
+def test_untrained_alista_without_support_selection_is_analytic_ista():
+    _, test = smoke_context(REGISTRY, "lasso", TINY)
+    A, b = test.shared["A"], test.observed["b"]
+    layers = ALISTANetwork.from_analytic(A, n_layers=3, lam=0.1, percents=[0.0] * 3)(b)
+    W = analytic_weight(A)
+    step = 1.0 / float(torch.linalg.matrix_norm((W.T @ A).double(), ord=2))
+    x = torch.zeros(b.shape[0], A.shape[1])
+    for layer in layers:
+        z = x - step * ((x @ A.T - b) @ W)  # x - gamma W^T (A x - b), row-wise
+        x = torch.sign(z) * torch.clamp(z.abs() - 0.1 * step, min=0)
+        assert torch.allclose(layer, x, atol=1e-5)
+    assert len(layers) == 3
+
+
+def test_untrained_alista_reduces_the_error_layer_by_layer():
+    _, test = smoke_context(REGISTRY, "lasso", TINY)
+    A, b, x = test.shared["A"], test.observed["b"], test.target["x"]
+    network = ALISTANetwork.from_analytic(A, 16, 0.1, support_percentages(16, 1.2, 13.0))
+    with torch.no_grad():
+        errors = [nmse_db(layer, x) for layer in network(b)]
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
+    assert errors[-1] < -5.0
+
+
+def test_untrained_lista_cpss_without_support_selection_is_ista():
+    _, test = smoke_context(REGISTRY, "lasso", TINY)
+    A, b = test.shared["A"], test.observed["b"]
+    layers = LISTACPSSNetwork.from_ista(A, n_layers=7, lam=0.1, percents=[0.0] * 7)(b)
+    ista = ISTA(lam=0.1, step=1.0, max_iter=7, tol=0.0).solve({"A": A, "b": b}, trajectory=True)
+    assert len(layers) == len(ista.trajectory) == 7
+    for ours, reference in zip(layers, ista.trajectory):
+        assert torch.allclose(ours, reference, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- training
+
+@pytest.fixture(scope="module")
+def tuned_ista_db():
+    """NMSE (dB) on the test split of ISTA with 16 iterations, lam and step tuned on validation."""
+    context, test = smoke_context(REGISTRY, "lasso", TINY, budget=BUDGET)
+    ista = ISTA(lam=0.1, step=1.0, max_iter=PARAMS["n_layers"], tol=0.0)
+    ista.fit(FitContext(problem=context.problem, train=context.train, val=context.val,
+                        tune={"lam": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3], "step": [1.0, 1.5, 1.9]}))
+    return nmse_db(ista.solve(test.observation()).estimate, test.target["x"])
+
+
+@pytest.mark.parametrize("cls", [ALISTA, LISTACPSS], ids=["alista", "lista_cpss"])
+def test_trained_solver_beats_tuned_ista_at_equal_iterations(cls, tuned_ista_db):
+    context, test = smoke_context(REGISTRY, "lasso", TINY, budget=BUDGET)
+    model = cls(**PARAMS, lr=LR[cls]).fit(context)
+    solution = model.solve(test.observation(), trajectory=True)
+    learned_db = nmse_db(solution.estimate, test.target["x"])
+    print(f"{cls.__name__}: {learned_db:.2f} dB, tuned ISTA: {tuned_ista_db:.2f} dB")
+    assert learned_db < tuned_ista_db - 1.0, (learned_db, tuned_ista_db)
+    assert len(solution.trajectory) == 16 and torch.equal(solution.trajectory[-1], solution.estimate)
+    assert (solution.iterations == 16).all()
+    history = context.log["training"]
+    assert history[0]["step"] == 0 and min(h["val_metric"] for h in history) < history[0]["val_metric"] - 1.0
+
+
+def test_alista_trains_only_step_sizes_and_thresholds():
+    context, _ = smoke_context(REGISTRY, "lasso", TINY, budget=Budget(steps=5, batch_size=32, eval_every=5))
+    model = ALISTA(**{**PARAMS, "n_layers": 4}, lr=LR[ALISTA]).fit(context)
+    assert sum(p.numel() for p in model.network_.parameters()) == 2 * 4
+    assert torch.equal(model.network_.W, analytic_weight(context.train.shared["A"]))
+
+
+# --------------------------------------------------------------------------- state and contract
+
+@pytest.mark.parametrize("cls", [ALISTA, LISTACPSS], ids=["alista", "lista_cpss"])
+def test_state_dict_round_trip_with_weights_only_load(cls):
+    context, test = smoke_context(REGISTRY, "lasso", TINY, budget=Budget(steps=10, batch_size=32, eval_every=5))
+    params = {**PARAMS, "n_layers": 5, "support_p": 10.0, "fresh_samples": False, "lr": 1e-2}
+    model = cls(**params).fit(context)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    clone = cls(n_layers=1, gamma=0.0, lr=0.0, lam_init=0.0, support_p=0.0, support_max=0.0, fresh_samples=True)
+    clone.load_state_dict(torch.load(buffer, weights_only=True))
+    assert clone.get_params() == model.get_params()
+    solution = clone.solve(test.observation(), trajectory=True)
+    assert torch.equal(solution.estimate, model.solve(test.observation()).estimate)
+    assert len(solution.trajectory) == 5 and torch.equal(solution.trajectory[-1], solution.estimate)
+    assert (solution.iterations == 5).all()
+
+
+@pytest.mark.parametrize("cls", [ALISTA, LISTACPSS], ids=["alista", "lista_cpss"])
+def test_solvers_need_a_shared_sensing_matrix(cls):
+    context, _ = smoke_context(REGISTRY, "lasso", TINY)
+    context.train.shared = {}
+    with pytest.raises(ValueError, match="shared by all instances"):
+        cls(**PARAMS, lr=1e-3).fit(context)
+
+
+def test_solver_contract_through_a_registered_spec():
+    plugin = types.SimpleNamespace()
+    params = {name: l2obench.Param(value) for name, value in {**PARAMS, "lr": 1e-3}.items()}
+
+    @l2obench.hookimpl
+    def l2obench_register_solvers(register):
+        for name, factory in (("test_alista", "ALISTA"), ("test_lista_cpss", "LISTACPSS")):
+            register(l2obench.SolverSpec(name=name, factory=f"l2obench_plugins.alista:{factory}", families=("lasso",),
+                                         learned=True, params=params))
+
+    plugin.l2obench_register_solvers = l2obench_register_solvers
+    with registered(plugin, name="test-alista") as registry:
+        for name in ("test_alista", "test_lista_cpss"):
+            check_solver(registry, name, "lasso", TINY, params={"n_layers": 4},
+                         budget=Budget(steps=10, batch_size=32, eval_every=5))

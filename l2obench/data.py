@@ -30,16 +30,23 @@ class Splits:
         return draw
 
 
+def data_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that identify a data stream: those not left at null."""
+    return {k: v for k, v in settings.items() if v is not None}
+
+
 def make_splits(spec: ProblemSpec, settings: Mapping[str, Any], seed: int, cache: Cache,
                 progress: Callable[..., Any] | None = None) -> Splits:
     """Build the family and draw each split from its own seed stream.
 
     The shared tensors (e.g. a sensing matrix) come from the stream
     ``(key, "shared")`` and split ``s`` from ``(key, s)``, where ``key`` hashes
-    the family, its version, the resolved settings and the seed.
+    the family, its version, the resolved settings and the seed. Settings
+    left at null do not enter the key, so a family that gains an optional
+    setting keeps drawing the same data for the settings it had.
     """
     family = spec.build(**settings)
-    key = content_key("data", spec.name, family.version, dict(settings), seed)
+    key = content_key("data", spec.name, family.version, data_settings(settings), seed)
     cached = cache.load("data", key)
     if cached is not None:
         splits = {name: Instances.from_tensors(t) for name, t in cached.items()}

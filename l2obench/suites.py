@@ -13,11 +13,13 @@ A suite (built-in, or a TOML/JSON file) has this structure::
     label = "cs-mixed"                  # optional, defaults to the family name
     settings = { m = 250, n = 500 }
     scales = { smoke = { m = 20, n = 40 } }
+    only_scales = ["small", "paper"]    # optional: the scales this entry runs at (default: all)
     [[solvers]]
     solver = "fista"
     label = "FISTA (T=20)"              # optional, defaults to the solver name
     params = { max_iter = 20, tol = 0.0 }
     scales = { smoke = { max_iter = 5 } }
+    budget = { batch_size = 16 }        # optional: this solver's training budget, over the suite's
 
 Planning checks every name, parameter and solver/problem pairing before any
 computation and yields one ``Cell`` per problem x seed x solver.
@@ -33,14 +35,15 @@ from typing import Any, Mapping, Sequence
 
 from l2obench.contracts import Budget
 from l2obench.errors import SuiteFileError, UnknownNameError, UsageError
+from l2obench.data import data_settings
 from l2obench.hashing import content_key
 
 SCALES = ("smoke", "small", "paper")
 DEFAULT_SCALE = "small"
 
 _TOP_KEYS = {"description", "seeds", "budget", "problems", "solvers"}
-_PROBLEM_KEYS = {"family", "label", "settings", "scales"}
-_SOLVER_KEYS = {"solver", "label", "params", "scales"}
+_PROBLEM_KEYS = {"family", "label", "settings", "scales", "only_scales"}
+_SOLVER_KEYS = {"solver", "label", "params", "scales", "only_scales", "budget"}
 _BUDGET_KEYS = {f.name for f in fields(Budget)} | {"scales"}
 
 
@@ -68,7 +71,7 @@ class Cell:
     @property
     def data_key(self) -> str:
         """Identity of the data this cell uses (same for every solver)."""
-        return content_key("data", self.family, dict(self.settings), self.seed)
+        return content_key("data", self.family, data_settings(self.settings), self.seed)
 
     @property
     def cell_id(self) -> str:
@@ -122,6 +125,25 @@ def _at_scale(where: str, base: Mapping | None, scales: Any, scale: str) -> dict
     return {**dict(base or {}), **dict(scales.get(scale) or {})}
 
 
+def _budget_at(where: str, entry: Any, scale: str) -> dict:
+    """The ``Budget`` fields a (suite or solver) ``budget`` table sets at ``scale``."""
+    entry = entry or {}
+    _check_keys(where, entry, _BUDGET_KEYS)
+    values = _at_scale(where, {k: v for k, v in entry.items() if k != "scales"}, entry.get("scales"), scale)
+    _check_keys(f"{where}.scales.{scale}", values, _BUDGET_KEYS - {"scales"})
+    return values
+
+
+def _runs_at(where: str, entry: Mapping, scale: str) -> bool:
+    """Whether a problem or solver entry runs at ``scale`` (its ``only_scales``)."""
+    only = entry.get("only_scales")
+    if only is None:
+        return True
+    if not isinstance(only, list) or not all(name in SCALES for name in only):
+        raise SuiteFileError(f"{where}.only_scales: expected a list of scales among {', '.join(SCALES)}")
+    return scale in only
+
+
 def _seeds(where: str, seeds: Any, scale: str) -> list[int]:
     if isinstance(seeds, Mapping):
         for name in seeds:
@@ -159,12 +181,7 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
     if scale not in SCALES:
         raise UsageError(f"unknown scale {scale!r}; scales: {', '.join(SCALES)}")
     _check_keys(suite, definition, _TOP_KEYS, required=("problems", "solvers"))
-    budget_entry = definition.get("budget") or {}
-    _check_keys(f"{suite}.budget", budget_entry, _BUDGET_KEYS)
-    budget_values = _at_scale(f"{suite}.budget", {k: v for k, v in budget_entry.items() if k != "scales"},
-                              budget_entry.get("scales"), scale)
-    _check_keys(f"{suite}.budget.scales.{scale}", budget_values, _BUDGET_KEYS - {"scales"})
-    budget = Budget(**budget_values)
+    budget_values = _budget_at(f"{suite}.budget", definition.get("budget"), scale)
     suite_seeds = _seeds(suite, definition.get("seeds", [0]), scale)
     run_seeds = list(seeds) if seeds else suite_seeds
 
@@ -172,6 +189,8 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
     for i, entry in enumerate(definition["problems"]):
         where = f"{suite}.problems[{i}]"
         _check_keys(where, entry, _PROBLEM_KEYS, required=("family",))
+        if not _runs_at(where, entry, scale):
+            continue
         with _located(where):
             spec = registry.problem(entry["family"])
             settings = spec.resolve(_at_scale(where, entry.get("settings"), entry.get("scales"), scale))
@@ -184,11 +203,15 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
     for i, entry in enumerate(definition["solvers"]):
         where = f"{suite}.solvers[{i}]"
         _check_keys(where, entry, _SOLVER_KEYS, required=("solver",))
+        if not _runs_at(where, entry, scale):
+            continue
         with _located(where):
             spec = registry.solver(entry["solver"])
             overrides = _at_scale(where, entry.get("params"), entry.get("scales"), scale)
             spec.resolve(overrides)
-        solver_rows.append((entry.get("label", spec.name), spec, spec.resolve(overrides), tuple(sorted(overrides))))
+        own = Budget(**{**budget_values, **_budget_at(f"{where}.budget", entry.get("budget"), scale)})
+        solver_rows.append((entry.get("label", spec.name), spec, spec.resolve(overrides), tuple(sorted(overrides)),
+                            own))
 
     problem_rows = _select("problem", problems, problem_rows, lambda row: (row[0], row[1].name))
     solver_rows = _select("solver", solvers, solver_rows, lambda row: (row[0], row[1].name))
@@ -199,10 +222,10 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
                                  f"{pspec.name!r} ({plabel}); it supports: {', '.join(spec.families)}")
     return [
         Cell(suite, scale, plabel, pspec.name, settings, slabel, sspec.name, params, fixed,
-             sspec.learned, seed, budget)
+             sspec.learned, seed, solver_budget)
         for plabel, pspec, settings in problem_rows
         for seed in run_seeds
-        for slabel, sspec, params, fixed in solver_rows
+        for slabel, sspec, params, fixed, solver_budget in solver_rows
     ]
 
 

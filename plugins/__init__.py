@@ -138,7 +138,42 @@ LISTA_STOP = SolverSpec(
 )
 
 
+_RECURRENT = {
+    "n_steps": Param(20, help="number of unrolled steps T"),
+    "hidden": Param(20, help="hidden size of the two coordinate-wise LSTMCell layers"),
+    "preprocess": Param(True, help="log-magnitude/sign gradient preprocessing (Andrychowicz et al. app. A, p = 10)"),
+    "lr": Param(1e-2, help="Adam learning rate"),
+    **_UNROLLED_TRAINING,
+}
+
+RNN = SolverSpec(
+    name="rnn",
+    factory="l2obench_plugins.rnn_optimizer:RNN",
+    families=("lasso",),
+    learned=True,
+    description="coordinate-wise LSTM optimizer (Andrychowicz et al. 2016) reading the LASSO subgradient",
+    params={
+        **_RECURRENT,
+        "out_scale": Param(0.1, help="step = out_scale * (RMS(A^T b) / kappa) * LSTM output, kappa = ||A||_F^2 / n"),
+        "lam": Param(0.1, help="l1 weight in the subgradient A^T(Ax - b) + lam sign(x) that the LSTM reads"),
+    },
+)
+
+RNN_L1 = SolverSpec(
+    name="rnn_l1",
+    factory="l2obench_plugins.rnn_optimizer:RNNL1",
+    families=("lasso",),
+    learned=True,
+    description="the LSTM optimizer followed by a learned soft-thresholding step (thesis 7.7.1)",
+    params={
+        **_RECURRENT,
+        "out_scale": Param(0.3, help="step = out_scale * (RMS(A^T b) / kappa) * LSTM output, kappa = ||A||_F^2 / n"),
+        "lam_init": Param(0.1, help="initial threshold lam_init / L; learned as exp(r_t) lam_init / L"),
+    },
+)
+
+
 @hookimpl
 def l2obench_register_solvers(register):
-    for spec in (ISTA, FISTA, ADMM, LISTA, ALISTA, LISTA_CPSS, LISTA_STOP):
+    for spec in (ISTA, FISTA, ADMM, LISTA, ALISTA, LISTA_CPSS, LISTA_STOP, RNN, RNN_L1):
         register(spec)

@@ -273,7 +273,7 @@ def _train_layers(network: nn.Module, context: FitContext, gamma: float, lr: flo
         return layer_loss(network(batch.observed["b"]), batch.target["x"], weights)
 
     def validate() -> float:
-        return chunked_nmse_db(lambda b: network(b, keep_all=False)[-1], context.val)
+        return chunked_nmse_db(lambda obs: network(obs["b"], keep_all=False)[-1], context.val)
 
     train(network, loss_fn, validate, context, lr=lr, fresh_samples=fresh_samples, desc=desc)
 

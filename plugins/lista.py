@@ -22,13 +22,13 @@ from l2obench.training import train
 EVAL_CHUNK = 4096
 
 
-def chunked_nmse_db(estimate: Callable[[torch.Tensor], torch.Tensor], instances: Instances) -> float:
-    """NMSE in dB of ``estimate(b)`` against the target ``x`` over ``instances``,
-    evaluated in chunks of ``EVAL_CHUNK`` (validation during training)."""
+def chunked_nmse_db(estimate: Callable[[dict], torch.Tensor], instances: Instances) -> float:
+    """NMSE in dB of ``estimate(observation)`` against the target ``x`` over
+    ``instances``, evaluated in chunks of ``EVAL_CHUNK`` (validation during training)."""
     err = ref = 0.0
     for start in range(0, len(instances), EVAL_CHUNK):
         part = instances.subset(slice(start, start + EVAL_CHUNK))
-        x = estimate(part.observed["b"])
+        x = estimate(part.observation())
         err += float(((x - part.target["x"]) ** 2).sum())
         ref += float((part.target["x"] ** 2).sum())
     return 10 * math.log10(err / ref) if err > 0 else -math.inf
@@ -131,7 +131,7 @@ class LISTA(UnrolledSolver):
             return layer_loss(self.network_(batch.observed["b"]), batch.target["x"], weights)
 
         def validate() -> float:
-            return chunked_nmse_db(lambda b: self.network_(b, keep_all=False)[-1], context.val)
+            return chunked_nmse_db(lambda obs: self.network_(obs["b"], keep_all=False)[-1], context.val)
 
         train(self.network_, loss_fn, validate, context, lr=self.lr, fresh_samples=self.fresh_samples,
               desc=f"train LISTA (T={self.n_layers})")

@@ -124,9 +124,15 @@ class LISTAStop(Solver):
         beta = self.beta
         if self.warm_start:
             weights = layer_weights(self.n_layers, self.gamma, self.network_.theta)
-            train(self.network_, lambda batch: layer_loss(self.network_(batch.observed["b"]), batch.target["x"], weights),
-                  lambda: chunked_nmse_db(lambda b: self.network_(b, keep_all=False)[-1], context.val), context,
-                  lr=self.lr, fresh_samples=self.fresh_samples, desc=f"LISTA-stop warm start (T={self.n_layers})")
+
+            def warm_loss(batch):
+                return layer_loss(self.network_(batch.observed["b"]), batch.target["x"], weights)
+
+            def last_layer_nmse_db() -> float:
+                return chunked_nmse_db(lambda obs: self.network_(obs["b"], keep_all=False)[-1], context.val)
+
+            train(self.network_, warm_loss, last_layer_nmse_db, context, lr=self.lr, fresh_samples=self.fresh_samples,
+                  desc=f"LISTA-stop warm start (T={self.n_layers})")
             warm_history = context.log.pop("training")
 
         def stage1_loss(batch):
@@ -162,7 +168,7 @@ class LISTAStop(Solver):
         stage2 = replace(context, budget=_policy_budget(context.budget, self.policy_steps))
 
         def policy_nmse_db() -> float:  # model selection with the deterministic rule
-            return chunked_nmse_db(lambda b: self._solve(A, b, False, "threshold").estimate, context.val)
+            return chunked_nmse_db(lambda obs: self._solve(A, obs["b"], False, "threshold").estimate, context.val)
 
         policy_history = train(self.policy_, stage2_loss, policy_nmse_db, stage2, lr=self.policy_lr,
                                fresh_samples=self.fresh_samples, desc="LISTA-stop stage II (policy)")

@@ -19,6 +19,12 @@ _CLASSICAL = [
 
 _LISTA = {"solver": "lista", "label": "LISTA (T=20)", "params": {"n_layers": 20}}
 _LISTA_STOP = {"solver": "lista_stop", "label": "LISTA-stop (T<=20)", "params": {"n_layers": 20}}
+# The coordinate-wise LSTM runs on every coordinate of every instance (N n rows): on a
+# CPU it trains on smaller batches, for fewer steps, than the unrolled networks.
+_RNNS = [{"solver": solver, "label": f"{label} (T=20)", "params": {"n_steps": 20},
+          "budget": {"scales": {"smoke": {"steps": 100, "batch_size": 16, "eval_every": 25},
+                                "small": {"steps": 1000, "batch_size": 16, "eval_every": 50}}}}
+         for solver, label in (("rnn", "RNN"), ("rnn_l1", "RNN-l1"))]
 _ALISTA = [{"solver": "alista", "label": "ALISTA (T=16)", "params": {"n_layers": 16}},
            {"solver": "lista_cpss", "label": "LISTA-CPSS (T=16)", "params": {"n_layers": 16}}]
 
@@ -31,7 +37,7 @@ SMOKE = {
          "settings": {"m": 20, "n": 40, "p": 0.1, "snr": [20, 30, 40],
                       "n_train": 384, "n_val": 96, "n_test": 96}},
     ],
-    "solvers": _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP],
+    "solvers": _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP, *_RNNS],
 }
 
 SPARSE = {
@@ -45,6 +51,7 @@ SPARSE = {
         },
     },
     "problems": [
+        # The foundation's setting: i.i.d. Gaussian A (LISTA-CPSS / ALISTA style), SNR mixed.
         {"family": "lasso", "label": "cs-mixed",
          "settings": {"m": 250, "n": 500, "p": 0.1, "snr": [20, 30, 40],
                       "n_train": 30000, "n_val": 3000, "n_test": 3000},
@@ -52,6 +59,24 @@ SPARSE = {
              "smoke": {"m": 20, "n": 40, "n_train": 384, "n_val": 96, "n_test": 96},
              "small": {"m": 125, "n": 250, "n_train": 3000, "n_val": 600, "n_test": 1500},
          }},
+        # The learning-to-stop setting (thesis 5.5.1, Table 5.2): condition number 5, SNR mixed,
+        # 1000 validation and test instances per level; tested out of distribution at 10 and 50 dB.
+        {"family": "lasso", "label": "l2s-kappa5",
+         "settings": {"m": 250, "n": 500, "p": 0.1, "snr": [20, 30, 40], "condition_number": 5.0,
+                      "n_train": 30000, "n_val": 3000, "n_test": 3000, "ood": {"snr": [10, 50]}},
+         "scales": {
+             "small": {"m": 125, "n": 250, "n_train": 3000, "n_val": 600, "n_test": 1500},
+         },
+         "only_scales": ["small", "paper"]},
+        # The well-conditioned LISTA-CPSS / ALISTA setting, noiseless and at 20 dB.
+        {"family": "lasso", "label": "cpss-noiseless",
+         "settings": {"m": 250, "n": 500, "p": 0.1, "snr": [None], "condition_number": 1.0,
+                      "n_train": 30000, "n_val": 1000, "n_test": 1000},
+         "only_scales": ["paper"]},
+        {"family": "lasso", "label": "cpss-snr20",
+         "settings": {"m": 250, "n": 500, "p": 0.1, "snr": [20], "condition_number": 1.0,
+                      "n_train": 30000, "n_val": 1000, "n_test": 1000},
+         "only_scales": ["paper"]},
     ],
-    "solvers": _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP],
+    "solvers": _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP, *_RNNS],
 }

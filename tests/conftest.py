@@ -6,6 +6,19 @@ import pytest
 from l2obench.cli import main
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Test problems are tiny: one intra-op thread is as fast, and does not stall when
+    the machine is busy (measured: tiny training tests 10-25x slower with 2 threads
+    on a loaded 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache so no test reads another's entries."""

@@ -17,8 +17,11 @@ def test_sparse_suite_plans_table_5_2_rows_at_each_scale():
     assert {"ISTA (T=20)", "FISTA (T=20)", "ISTA (T=100)", "FISTA (T=100)", "LISTA (T=20)"} <= set(labels)
     assert {c.seed for c in small} == {0, 1}
     assert {(c.settings["m"], c.settings["n"]) for c in small} == {(125, 250)}
+    assert {c.problem_label: c.settings["condition_number"] for c in small} == {"cs-mixed": None, "l2s-kappa5": 5.0}
     paper = plan(REGISTRY, "sparse", SPARSE, scale="paper")
     assert {(c.settings["m"], c.settings["n"]) for c in paper} == {(250, 500)}
+    assert {c.problem_label for c in paper} == {"cs-mixed", "l2s-kappa5", "cpss-noiseless", "cpss-snr20"}
+    assert {c.problem_label for c in plan(REGISTRY, "sparse", SPARSE, scale="smoke")} == {"cs-mixed"}
     assert paper[0].budget != small[0].budget and isinstance(small[0].budget, Budget)
     ista20 = next(c for c in small if c.solver_label == "ISTA (T=20)")
     assert ista20.params["max_iter"] == 20 and ista20.fixed_params == ("max_iter", "tol")
@@ -57,6 +60,9 @@ def _write(tmp_path, body, suffix=".json"):
     ({"problems": [], "solvers": [], "budget": {"stepz": 3}}, "budget: unknown key 'stepz'"),
     ({"problems": [], "solvers": [], "seeds": {"huge": [1]}}, "unknown scale 'huge'"),
     ({"solvers": []}, "missing key 'problems'"),
+    ({"problems": [{"family": "lasso", "only_scales": ["tiny"]}], "solvers": []}, r"problems\[0\].only_scales"),
+    ({"problems": [{"family": "lasso", "settings": {"p": 1.5}}], "solvers": []},
+     r"problems\[0\].settings: p must lie in \(0, 1\]"),
 ])
 def test_malformed_suite_files_name_the_file_and_key(tmp_path, body, match):
     path = _write(tmp_path, body)

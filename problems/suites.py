@@ -18,7 +18,8 @@ _CLASSICAL = [
 ]
 
 _LISTA = {"solver": "lista", "label": "LISTA (T=20)", "params": {"n_layers": 20}}
-_LISTA_STOP = {"solver": "lista_stop", "label": "LISTA-stop (T<=20)", "params": {"n_layers": 20}}
+_LISTA_STOP = {"solver": "lista_stop", "label": "LISTA-stop (T<=20)", "params": {"n_layers": 20},
+               "scales": {"small": {"policy_steps": 1000}}}
 # The coordinate-wise LSTM runs on every coordinate of every instance (N n rows): on a
 # CPU it trains on smaller batches, for fewer steps, than the unrolled networks.
 _RNNS = [{"solver": solver, "label": f"{label} (T=20)", "params": {"n_steps": 20},

@@ -77,3 +77,30 @@ class SmokeCell:
             runner = Runner(REGISTRY, self.cells, f"{tmp}/run", torch.device("cpu"), Cache(enabled=False),
                             progress=False, echo=lambda line: None)
             runner.run()
+
+
+class LearnedInference:
+    """A batched inference pass over 1500 instances at the small scale's size (m = 125, n = 250).
+
+    Networks are fitted for one step (the pass costs the same trained or not).
+    LISTA-stop's policy is biased to never stop, so the pass evaluates the
+    policy after every layer: the worst case of its sequential inference.
+    """
+
+    params = ["lista", "alista", "lista_stop"]
+    param_names = ["solver"]
+    timeout = 300
+
+    def setup(self, solver):
+        budget = Budget(steps=1, batch_size=32, eval_every=1000, patience=1)
+        context, test = smoke_context(REGISTRY, "lasso", {"m": 125, "n": 250, "n_train": 64, "n_val": 64,
+                                                          "n_test": 1500}, budget=budget)
+        self.model = REGISTRY.solver(solver).build(**({"policy_steps": 1} if solver == "lista_stop" else {}))
+        self.model.fit(context)
+        if solver == "lista_stop":
+            with torch.no_grad():
+                self.model.policy_.mlp[-1].bias.fill_(-20.0)
+        self.observation = test.observation()
+
+    def time_inference(self, solver):
+        self.model.solve(self.observation)

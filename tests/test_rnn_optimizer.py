@@ -164,3 +164,12 @@ def test_fit_needs_a_design():
     context.train.shared = {}
     with pytest.raises(ValueError, match="needs a design"):
         make(RNN).fit(context)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_untrained_rnn_l1_with_registered_defaults_leaves_zero(seed):
+    """Below its thresholds RNN-l1 has no gradient and cannot learn: the registered
+    defaults must start it moving at the small scale's size, whatever the initialisation."""
+    _, test = smoke_context(REGISTRY, "lasso", {"m": 125, "n": 250, "n_train": 8, "n_val": 8, "n_test": 64})
+    model = REGISTRY.solver("rnn_l1").build().initialize(seed=seed)
+    assert (model.solve(test.observation()).estimate != 0).float().mean() > 0.5

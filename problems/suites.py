@@ -2,7 +2,7 @@
 
 Each problem and solver entry may carry ``scales``: overrides merged into its
 ``settings`` / ``params`` at that scale. ``paper`` follows the seed documents'
-sizes (thesis section 5.5.1); ``small`` fits a 2-core CPU in minutes.
+sizes (thesis section 5.5.1); ``small`` fits a 2-core CPU (about 50 minutes for ``sparse``).
 """
 from __future__ import annotations
 

@@ -311,7 +311,7 @@ class Runner:
         gap = _value(test_values, family.gap_metric) - _value(train_values, family.gap_metric)
         rows.append(row(metric=f"generalization_gap_{family.gap_metric}", value=gap, split="test",
                         subset="all", direction=None, data_hash=h))
-        for name in data.splits.keys() - STANDARD_SPLITS:  # e.g. an out-of-distribution test split
+        for name in sorted(data.splits.keys() - STANDARD_SPLITS):  # e.g. an out-of-distribution test split
             other = data.splits[name].to(self.device)
             with torch.no_grad():
                 estimate = solver.solve(other.observation()).estimate

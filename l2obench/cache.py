@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
+
+from l2obench.atomic import write_atomically
 
 ENV_VAR = "L2OBENCH_CACHE"
 
@@ -47,12 +48,4 @@ class Cache:
 
         if not self.enabled:
             return
-        path = self.path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{key}.{uuid.uuid4().hex}.tmp")
-        try:
-            torch.save(obj, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path(kind, key), lambda tmp: torch.save(obj, tmp))

@@ -1,14 +1,13 @@
 """Writing and reading results: atomic Parquet files validated against the schema."""
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from l2obench.atomic import write_atomically
 from l2obench.errors import UsageError
 from l2obench.schema import COLUMNS, SCHEMA, SCHEMA_VERSION, STATUSES
 
@@ -28,17 +27,8 @@ def to_table(rows: Sequence[Mapping]) -> pa.Table:
 
 def write_parquet(rows: Sequence[Mapping], path: str | Path) -> Path:
     """Validate ``rows`` and write them to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
     table = to_table(rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def result_files(paths: Iterable[str | Path]) -> list[Path]:

@@ -44,8 +44,7 @@ from torch import nn
 
 from l2obench.contracts import FitContext
 from l2obench.ops import lipschitz, matvec, rmatvec, soft_threshold
-from l2obench.training import train
-from l2obench_plugins.lista import UnrolledSolver, chunked_nmse_db, layer_loss, layer_weights
+from l2obench_plugins.lista import UnrolledSolver, shared_sensing_matrix, train_unrolled
 
 __all__ = ["ALISTA", "ALISTANetwork", "LISTACPSS", "LISTACPSSNetwork", "analytic_weight", "analytic_weight_pgd",
            "support_percentages", "support_selection"]
@@ -257,27 +256,6 @@ class LISTACPSSNetwork(nn.Module):
 
 # --------------------------------------------------------------------------- solvers
 
-def _shared_matrix(context: FitContext, name: str) -> torch.Tensor:
-    A = context.train.shared.get("A")
-    if A is None or A.dim() != 2:
-        raise ValueError(f"{name} needs one sensing matrix shared by all instances (observation 'A' of shape (m, n))")
-    return A.to(context.device)
-
-
-def _train_layers(network: nn.Module, context: FitContext, gamma: float, lr: float, fresh_samples: bool,
-                  desc: str) -> None:
-    """Train ``network`` on LISTA's layer-weighted loss, early-stopped on validation NMSE (dB)."""
-    weights = layer_weights(len(network.percents), gamma, network.A)
-
-    def loss_fn(batch):
-        return layer_loss(network(batch.observed["b"]), batch.target["x"], weights)
-
-    def validate() -> float:
-        return chunked_nmse_db(lambda obs: network(obs["b"], keep_all=False)[-1], context.val)
-
-    train(network, loss_fn, validate, context, lr=lr, fresh_samples=fresh_samples, desc=desc)
-
-
 class _SupportSelectionSolver(UnrolledSolver):
     """What ALISTA and LISTA-CPSS share beyond ``UnrolledSolver``: the support-selection schedule."""
 
@@ -301,10 +279,10 @@ class ALISTA(_SupportSelectionSolver):
     """
 
     def fit(self, context: FitContext) -> "ALISTA":
-        A = _shared_matrix(context, "ALISTA")
+        A = shared_sensing_matrix(context, "ALISTA")
         self.network_ = ALISTANetwork.from_analytic(A, self.n_layers, self.lam_init, self._percents())
-        _train_layers(self.network_, context, self.gamma, self.lr, self.fresh_samples,
-                      desc=f"train ALISTA (T={self.n_layers})")
+        train_unrolled(self.network_, self.n_layers, context, self.gamma, self.lr, self.fresh_samples,
+                       desc=f"train ALISTA (T={self.n_layers})")
         return self
 
     def load_state_dict(self, state) -> "ALISTA":
@@ -327,10 +305,10 @@ class LISTACPSS(_SupportSelectionSolver):
     """
 
     def fit(self, context: FitContext) -> "LISTACPSS":
-        A = _shared_matrix(context, "LISTA-CPSS")
+        A = shared_sensing_matrix(context, "LISTA-CPSS")
         self.network_ = LISTACPSSNetwork.from_ista(A, self.n_layers, self.lam_init, self._percents())
-        _train_layers(self.network_, context, self.gamma, self.lr, self.fresh_samples,
-                      desc=f"train LISTA-CPSS (T={self.n_layers})")
+        train_unrolled(self.network_, self.n_layers, context, self.gamma, self.lr, self.fresh_samples,
+                       desc=f"train LISTA-CPSS (T={self.n_layers})")
         return self
 
     def load_state_dict(self, state) -> "LISTACPSS":

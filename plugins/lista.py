@@ -93,6 +93,29 @@ class LISTANetwork(nn.Module):
         return outputs
 
 
+def shared_sensing_matrix(context: FitContext, name: str) -> torch.Tensor:
+    """The sensing matrix ``A`` (m, n) shared by all training instances, on the context's device."""
+    A = context.train.shared.get("A")
+    if A is None or A.dim() != 2:
+        raise ValueError(f"{name} needs one sensing matrix shared by all instances (observation 'A' of shape (m, n))")
+    return A.to(context.device)
+
+
+def train_unrolled(network: nn.Module, n_layers: int, context: FitContext, gamma: float, lr: float,
+                   fresh_samples: bool, desc: str) -> list[dict]:
+    """Train an unrolled ``network`` (``network(b, keep_all)`` returns the layer outputs) on the
+    layer-weighted loss, early-stopped on the last layer's validation NMSE (dB)."""
+    weights = layer_weights(n_layers, gamma, next(network.parameters()))
+
+    def loss_fn(batch):
+        return layer_loss(network(batch.observed["b"]), batch.target["x"], weights)
+
+    def validate() -> float:
+        return chunked_nmse_db(lambda obs: network(obs["b"], keep_all=False)[-1], context.val)
+
+    return train(network, loss_fn, validate, context, lr=lr, fresh_samples=fresh_samples, desc=desc)
+
+
 class UnrolledSolver(Solver):
     """Base of solvers whose fitted state is one unrolled network ``network_`` of
     ``n_layers`` layers with ``forward(b, keep_all)`` and ``stacked()``: solving
@@ -121,20 +144,10 @@ class LISTA(UnrolledSolver):
     """
 
     def fit(self, context: FitContext) -> "LISTA":
-        A = context.train.shared.get("A")
-        if A is None or A.dim() != 2:
-            raise ValueError("LISTA needs one sensing matrix shared by all instances (observation 'A' of shape (m, n))")
-        self.network_ = LISTANetwork.from_ista(A.to(context.device), self.n_layers, self.lam_init)
-        weights = layer_weights(self.n_layers, self.gamma, self.network_.theta)
-
-        def loss_fn(batch):
-            return layer_loss(self.network_(batch.observed["b"]), batch.target["x"], weights)
-
-        def validate() -> float:
-            return chunked_nmse_db(lambda obs: self.network_(obs["b"], keep_all=False)[-1], context.val)
-
-        train(self.network_, loss_fn, validate, context, lr=self.lr, fresh_samples=self.fresh_samples,
-              desc=f"train LISTA (T={self.n_layers})")
+        A = shared_sensing_matrix(context, "LISTA")
+        self.network_ = LISTANetwork.from_ista(A, self.n_layers, self.lam_init)
+        train_unrolled(self.network_, self.n_layers, context, self.gamma, self.lr, self.fresh_samples,
+                       desc=f"train LISTA (T={self.n_layers})")
         return self
 
     def load_state_dict(self, state) -> "LISTA":

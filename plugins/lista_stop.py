@@ -45,7 +45,8 @@ from torch import nn
 
 from l2obench.contracts import Budget, FitContext, Solution, Solver
 from l2obench.training import train
-from l2obench_plugins.lista import EVAL_CHUNK, LISTANetwork, chunked_nmse_db, layer_loss, layer_weights
+from l2obench_plugins.lista import (EVAL_CHUNK, LISTANetwork, chunked_nmse_db, shared_sensing_matrix,
+                                    train_unrolled)
 
 STOP_RULES = ("threshold", "sample", "never")
 
@@ -114,26 +115,14 @@ class LISTAStop(Solver):
 
     def fit(self, context: FitContext) -> "LISTAStop":
         self._check()
-        A = context.train.shared.get("A")
-        if A is None or A.dim() != 2:
-            raise ValueError("LISTA-stop needs one sensing matrix shared by all instances (observation 'A' (m, n))")
-        A = A.to(context.device)
+        A = shared_sensing_matrix(context, "LISTA-stop")
         m, n = A.shape
         self.network_ = LISTANetwork.from_ista(A, self.n_layers, self.lam_init)
         self.policy_ = StopPolicy(m, n, self.n_layers, self.policy_hidden, self.POSITION_DIM).to(context.device)
         beta = self.beta
         if self.warm_start:
-            weights = layer_weights(self.n_layers, self.gamma, self.network_.theta)
-
-            def warm_loss(batch):
-                return layer_loss(self.network_(batch.observed["b"]), batch.target["x"], weights)
-
-            def last_layer_nmse_db() -> float:
-                return chunked_nmse_db(lambda obs: self.network_(obs["b"], keep_all=False)[-1], context.val)
-
-            train(self.network_, warm_loss, last_layer_nmse_db, context, lr=self.lr, fresh_samples=self.fresh_samples,
-                  desc=f"LISTA-stop warm start (T={self.n_layers})")
-            warm_history = context.log.pop("training")
+            warm_history = train_unrolled(self.network_, self.n_layers, context, self.gamma, self.lr,
+                                          self.fresh_samples, desc=f"LISTA-stop warm start (T={self.n_layers})")
 
         def stage1_loss(batch):
             losses = oracle_losses(self.network_(batch.observed["b"]), batch.target["x"])

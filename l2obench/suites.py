@@ -20,7 +20,10 @@ A suite (built-in, or a TOML/JSON file) has this structure::
     params = { max_iter = 20, tol = 0.0 }
     scales = { smoke = { max_iter = 5 } }
     budget = { batch_size = 16 }        # optional: this solver's training budget, over the suite's
+    problems = ["cs-mixed"]             # optional: problem labels or families it runs on
 
+A solver entry runs on every problem of the suite whose family it supports
+(or on those its ``problems`` names), so one suite can mix families.
 Planning checks every name, parameter and solver/problem pairing before any
 computation and yields one ``Cell`` per problem x seed x solver.
 """
@@ -43,7 +46,7 @@ DEFAULT_SCALE = "small"
 
 _TOP_KEYS = {"description", "seeds", "budget", "problems", "solvers"}
 _PROBLEM_KEYS = {"family", "label", "settings", "scales", "only_scales"}
-_SOLVER_KEYS = {"solver", "label", "params", "scales", "only_scales", "budget"}
+_SOLVER_KEYS = {"solver", "label", "params", "scales", "only_scales", "budget", "problems"}
 _BUDGET_KEYS = {f.name for f in fields(Budget)} | {"scales"}
 
 
@@ -199,6 +202,8 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
         except ValueError as exc:
             raise SuiteFileError(f"{where}.settings: {exc}") from exc
         problem_rows.append((entry.get("label", spec.name), spec, settings))
+    declared = {name for entry in definition["problems"] if isinstance(entry, Mapping)
+                for name in (entry.get("label"), entry.get("family")) if isinstance(name, str)}
     solver_rows = []
     for i, entry in enumerate(definition["solvers"]):
         where = f"{suite}.solvers[{i}]"
@@ -209,24 +214,51 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
             spec = registry.solver(entry["solver"])
             overrides = _at_scale(where, entry.get("params"), entry.get("scales"), scale)
             spec.resolve(overrides)
+        label = entry.get("label", spec.name)
         own = Budget(**{**budget_values, **_budget_at(f"{where}.budget", entry.get("budget"), scale)})
-        solver_rows.append((entry.get("label", spec.name), spec, spec.resolve(overrides), tuple(sorted(overrides)),
-                            own))
+        targets = _solver_problems(where, entry, label, spec, problem_rows, declared)
+        solver_rows.append((label, spec, spec.resolve(overrides), tuple(sorted(overrides)), own, targets))
 
     problem_rows = _select("problem", problems, problem_rows, lambda row: (row[0], row[1].name))
     solver_rows = _select("solver", solvers, solver_rows, lambda row: (row[0], row[1].name))
-    for label, spec, *_ in solver_rows:
-        for plabel, pspec, _ in problem_rows:
-            if not spec.supports(pspec.name):
-                raise UsageError(f"solver {spec.name!r} ({label}) does not support problem family "
-                                 f"{pspec.name!r} ({plabel}); it supports: {', '.join(spec.families)}")
     return [
         Cell(suite, scale, plabel, pspec.name, settings, slabel, sspec.name, params, fixed,
              sspec.learned, seed, solver_budget)
         for plabel, pspec, settings in problem_rows
         for seed in run_seeds
-        for slabel, sspec, params, fixed, solver_budget in solver_rows
+        for slabel, sspec, params, fixed, solver_budget, targets in solver_rows
+        if plabel in targets
     ]
+
+
+def _solver_problems(where: str, entry: Mapping, label: str, spec, problem_rows: list,
+                     declared: set[str]) -> set[str]:
+    """Labels of the problems (at this scale) a solver entry runs on: those its ``problems``
+    names, else every problem whose family it supports. Naming a problem the suite does not
+    declare (at any scale), naming one it does not support, or supporting none is an error."""
+    def unsupported(plabel, pspec):
+        return UsageError(f"solver {spec.name!r} ({label}) does not support problem family "
+                          f"{pspec.name!r} ({plabel}); it supports: {', '.join(spec.families)}")
+
+    wanted = entry.get("problems")
+    if wanted is None:
+        targets = {plabel for plabel, pspec, _ in problem_rows if spec.supports(pspec.name)}
+        if problem_rows and not targets:
+            raise unsupported(problem_rows[0][0], problem_rows[0][1])
+        return targets
+    if not isinstance(wanted, list) or not all(isinstance(name, str) for name in wanted):
+        raise SuiteFileError(f"{where}.problems: expected a list of problem labels or families")
+    for name in wanted:
+        if name not in declared:
+            raise SuiteFileError(f"{where}.problems: this suite has no problem labelled {name!r} "
+                                 f"(or of family {name!r})")
+    targets = set()
+    for plabel, pspec, _ in problem_rows:
+        if plabel in wanted or pspec.name in wanted:
+            if not spec.supports(pspec.name):
+                raise unsupported(plabel, pspec)
+            targets.add(plabel)
+    return targets
 
 
 @contextmanager

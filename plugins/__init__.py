@@ -22,7 +22,7 @@ _ITERATION_PARAMS = {
 ISTA = SolverSpec(
     name="ista",
     factory="l2obench_plugins.proximal_gradient:ISTA",
-    families=("lasso",),
+    families=("lasso", "slr"),
     learned=False,
     description="proximal gradient for 0.5||Ax-b||^2 + lam||x||_1, batched over instances",
     params={
@@ -35,7 +35,7 @@ ISTA = SolverSpec(
 FISTA = SolverSpec(
     name="fista",
     factory="l2obench_plugins.proximal_gradient:FISTA",
-    families=("lasso",),
+    families=("lasso", "slr"),
     learned=False,
     description="accelerated proximal gradient (Beck-Teboulle) with adaptive restart, batched",
     params={
@@ -48,7 +48,7 @@ FISTA = SolverSpec(
 ADMM = SolverSpec(
     name="admm",
     factory="l2obench_plugins.admm:ADMM",
-    families=("lasso",),
+    families=("lasso", "slr"),
     learned=False,
     description="ADMM (Boyd et al. 2011, section 6.4) with a cached factorisation, batched",
     params={
@@ -88,7 +88,7 @@ _SUPPORT_SELECTION = {
 ALISTA = SolverSpec(
     name="alista",
     factory="l2obench_plugins.alista:ALISTA",
-    families=("lasso",),
+    families=("lasso", "slr"),
     learned=True,
     description="analytic LISTA (Liu et al. 2019): analytic weight, learned step sizes and thresholds (2T scalars)",
     params={
@@ -149,7 +149,7 @@ _RECURRENT = {
 RNN = SolverSpec(
     name="rnn",
     factory="l2obench_plugins.rnn_optimizer:RNN",
-    families=("lasso",),
+    families=("lasso", "slr"),
     learned=True,
     description="coordinate-wise LSTM optimizer (Andrychowicz et al. 2016) reading the LASSO subgradient",
     params={
@@ -162,7 +162,7 @@ RNN = SolverSpec(
 RNN_L1 = SolverSpec(
     name="rnn_l1",
     factory="l2obench_plugins.rnn_optimizer:RNNL1",
-    families=("lasso",),
+    families=("lasso", "slr"),
     learned=True,
     description="the LSTM optimizer followed by a learned soft-thresholding step (thesis 7.7.1)",
     params={
@@ -175,7 +175,104 @@ RNN_L1 = SolverSpec(
 )
 
 
+# Graphical-lasso penalties searched on validation (log-spaced): the SPE family's Theta* has smallest
+# eigenvalue 1 and off-diagonal weights of order 0.1-1.
+SPE_ALPHA_GRID = (0.01, 0.02, 0.04, 0.07, 0.13, 0.25, 0.5)
+
+GLASSO = SolverSpec(
+    name="glasso",
+    factory="l2obench_plugins.glasso:GLASSO",
+    families=("spe",),
+    learned=False,
+    description="scikit-learn's graphical lasso (Friedman et al. 2008), per instance, optional process pool",
+    params={
+        "alpha": Param(0.1, SPE_ALPHA_GRID, "off-diagonal l1 weight"),
+        "mode": Param("cd", help="scikit-learn's inner solver: cd or lars"),
+        "tol": Param(1e-4, help="scikit-learn's tolerance on its duality gap"),
+        "enet_tol": Param(1e-4, help="scikit-learn's tolerance of the inner lasso solves"),
+        "max_iter": Param(100, help="maximum outer iterations (scikit-learn's default)"),
+        "n_jobs": Param(1, help="processes solving the instances (joblib); 1: no pool"),
+    },
+)
+
+GISTA = SolverSpec(
+    name="gista",
+    factory="l2obench_plugins.gista:GISTA",
+    families=("spe",),
+    learned=False,
+    description="G-ISTA (Rolfs et al. 2012): proximal gradient on the graphical lasso, BB steps, backtracking, batched",
+    params={
+        "alpha": Param(0.1, SPE_ALPHA_GRID, "off-diagonal l1 weight"),
+        "tol": Param(1e-4, help="stop an instance when its duality gap is below tol (scikit-learn's rule); 0: run max_iter "
+                                 "(an instance still stops at its dtype's precision)"),
+        "max_iter": Param(1000, help="maximum iterations"),
+        "shrink": Param(0.5, help="backtracking factor of the step size"),
+        "max_backtrack": Param(40, help="backtracking steps before an instance counts as stalled (converged to its precision)"),
+    },
+)
+
+COVSEL_ADMM = SolverSpec(
+    name="covsel_admm",
+    factory="l2obench_plugins.covsel_admm:CovselADMM",
+    families=("spe",),
+    learned=False,
+    description="covariance-selection ADMM (Boyd et al. 2011, section 6.5), eigh X-updates, over-relaxation, batched",
+    params={
+        "alpha": Param(0.1, SPE_ALPHA_GRID, "off-diagonal l1 weight"),
+        "rho": Param(0.1, help="augmented-Lagrangian penalty (0.1: fewest iterations on SPE d = 30 over alpha 0.02-0.25)"),
+        "relax": Param(1.6, help="over-relaxation factor (1.5-1.8 recommended)"),
+        "max_iter": Param(1000, help="maximum iterations"),
+        "tol": Param(1e-4, help="stop an instance when its relative primal and dual residuals are below tol; 0: run max_iter"),
+    },
+)
+
+# APF's target lambda (log-spaced, one grid for both families): measured best on validation near
+# 0.1 with MCP/SCAD on SLR (d = 128, 20 dB) and SPE (d = 50, M = 100); l1 near 0.02-0.05.
+APF_LAMBDA_GRID = (0.02, 0.04, 0.07, 0.13, 0.25, 0.5)
+
+APF = SolverSpec(
+    name="apf",
+    factory="l2obench_plugins.apf:APF",
+    families=("slr", "spe"),
+    learned=False,
+    description="approximate path following (Wang-Liu-Zhang 2014, thesis 7.3.1): decreasing lambda, "
+                "proximal-gradient blocks with MCP/SCAD, line search; batched",
+    params={
+        "lam": Param(0.1, APF_LAMBDA_GRID, "target lambda of the last stage (SPE: off-diagonal entries only)"),
+        "penalty": Param("mcp", ("mcp", "scad"), "mcp (gamma = 3), scad (a = 3.7) or l1"),
+        "eta": Param(0.9, help="stage ratio lambda_t = eta lambda_{t-1} (the paper's [0.9, 1))"),
+        "max_iter": Param(3000, help="maximum proximal steps per instance over all stages"),
+        "tol": Param(1e-4, help="the target stage stops when its stationarity measure is below tol * lam "
+                                "(intermediate stages: lambda_t / 4); 0: run max_iter"),
+    },
+)
+
+PLISA = SolverSpec(
+    name="plisa",
+    factory="l2obench_plugins.plisa:PLISA",
+    families=("slr", "spe"),
+    learned=True,
+    description="PLISA (thesis ch. 7, Algorithms 5-6): unrolled path following, T blocks of K modified proximal "
+                "steps, learned element-wise lambda schedule, l1/MCP/SCAD mixture and step sizes",
+    params={
+        "n_blocks": Param(5, help="number of blocks T (lambda_t = max(sigmoid(eta) lambda_{t-1}, lambda*))"),
+        "n_layers": Param(4, help="modified proximal-gradient layers K per block"),
+        "gamma": Param(0.9, help="block-loss discount of eq. 7.7: loss = sum_t gamma^(T-t) loss(beta_t)"),
+        "lr": Param(3e-2, help="Adam learning rate"),
+        "lam_init": Param(None, help="initial lambda*; null: 0.05 (SLR, unit-norm columns) or 0.5 (SPE, in "
+                                     "units of sqrt(log d / M), on the sample correlation)"),
+        "decay_init": Param(0.5, help="initial decay ratio sigmoid(eta) of the lambda sequence"),
+        "step_init": Param(1.0, help="initial step per block, in units of 1/||A||_2^2 (SLR) or "
+                                     "lambda_min(Theta)^2 (SPE)"),
+        "lam0": Param("max", help="lambda_0: max (||grad L(0)||_inf for every entry, APF's start) or abs "
+                                  "(|grad L(0)| element-wise, Algorithm 5 read literally)"),
+        "rho_init": Param(1.0, help="SPE: initial ridge of Theta_0 = (R + rho I)^{-1} (rho is learned)"),
+        "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)"),
+    },
+)
+
 @hookimpl
 def l2obench_register_solvers(register):
-    for spec in (ISTA, FISTA, ADMM, LISTA, ALISTA, LISTA_CPSS, LISTA_STOP, RNN, RNN_L1):
+    for spec in (ISTA, FISTA, ADMM, LISTA, ALISTA, LISTA_CPSS, LISTA_STOP, RNN, RNN_L1, GLASSO, GISTA, COVSEL_ADMM,
+                 APF, PLISA):
         register(spec)

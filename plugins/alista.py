@@ -46,8 +46,8 @@ from l2obench.contracts import FitContext
 from l2obench.ops import lipschitz, matvec, rmatvec, soft_threshold
 from l2obench_plugins.lista import UnrolledSolver, shared_sensing_matrix, train_unrolled
 
-__all__ = ["ALISTA", "ALISTANetwork", "LISTACPSS", "LISTACPSSNetwork", "analytic_weight", "analytic_weight_pgd",
-           "support_percentages", "support_selection"]
+__all__ = ["ALISTA", "ALISTANetwork", "LISTACPSS", "LISTACPSSNetwork", "analytic_step_scale", "analytic_weight",
+           "analytic_weight_pgd", "support_percentages", "support_selection"]
 
 
 # --------------------------------------------------------------------------- analytic weight
@@ -60,31 +60,41 @@ def analytic_weight(A: torch.Tensor) -> torch.Tensor:
 
         w_i = (A A^T)^{-1} a_i / (a_i^T (A A^T)^{-1} a_i).
 
-    Since ``(A A^T)^+ A = (A^+)^T``, this is ``W = (A^+)^T D^{-1}`` with
-    ``D = diag(A^+ A)`` (the leverage of each column); the pseudo-inverse form
-    also covers a rank-deficient ``A A^T`` (e.g. ``m > n``), where it picks the
-    minimum-norm minimiser. Exact and takes milliseconds for ``m, n`` in the
-    hundreds, unlike the projected gradient descent of the ALISTA paper
-    (``analytic_weight_pgd``), which converges to the same ``W``.
+    With the pseudo-inverse, ``Z = (A A^T)^+ A``, this is ``W = Z D^{-1}`` with
+    ``D = diag(A^T Z)`` (the leverage of each column); the pseudo-inverse
+    also covers a rank-deficient ``A A^T`` (``m > n``, or the zero rows that pad
+    a regression design), where it picks the minimum-norm minimiser. Exact and
+    takes milliseconds for ``m, n`` in the hundreds, unlike the projected
+    gradient descent of the ALISTA paper (``analytic_weight_pgd``), which
+    converges to the same ``W``.
 
     Parameters
     ----------
     A : Tensor
-        Sensing matrix ``(m, n)`` without zero columns.
+        Sensing matrix ``(m, n)``, or one per instance ``(N, m, n)``, without zero columns.
 
     Returns
     -------
     Tensor
-        ``W`` of shape ``(m, n)``, in ``A``'s dtype and on its device.
+        ``W``, shaped like ``A``, in ``A``'s dtype and on its device.
     """
-    if A.dim() != 2:
-        raise ValueError(f"analytic_weight needs one matrix (m, n), got shape {tuple(A.shape)}")
+    if A.dim() not in (2, 3):
+        raise ValueError(f"analytic_weight needs a matrix (m, n) or a batch (N, m, n), got shape {tuple(A.shape)}")
     A64 = A.double()
-    Z = torch.linalg.pinv(A64).T  # (A A^T)^+ A, shape (m, n)
-    leverage = (A64 * Z).sum(0)  # a_i^T (A A^T)^+ a_i
+    Z = torch.linalg.pinv(A64 @ A64.transpose(-1, -2), hermitian=True) @ A64  # (A A^T)^+ A
+    leverage = (A64 * Z).sum(-2, keepdim=True)  # a_i^T (A A^T)^+ a_i
     if not bool((leverage > 1e-12).all()):
         raise ValueError("analytic_weight: a column of A is zero (or numerically so); diag(W^T A) = 1 is infeasible")
     return (Z / leverage).to(A.dtype)
+
+
+def analytic_step_scale(A: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``||W^T A||_2`` per design (scalar, or ``(N,)``), in float64 then ``A``'s dtype.
+
+    ``1 / ||W^T A||_2`` is the step at which ``x - gamma W^T (A x - b)`` is
+    non-expansive, as ``1 / L`` is for ISTA.
+    """
+    return torch.linalg.matrix_norm((W.transpose(-1, -2) @ A).double(), ord=2).to(A.dtype)
 
 
 def analytic_weight_pgd(A: torch.Tensor, steps: int = 5000, lr: float | None = None,
@@ -169,48 +179,70 @@ def support_selection(z: torch.Tensor, theta, percent: float) -> torch.Tensor:
 class ALISTANetwork(nn.Module):
     """ALISTA's ``T`` layers; ``forward`` returns the per-layer outputs.
 
-    ``A`` and the analytic ``W`` are buffers (fixed); the step sizes
-    ``step`` (``gamma_k`` of the paper) and thresholds ``theta`` are the only
-    parameters, each a ``(T,)`` tensor.
+    The only parameters are ``step`` and ``theta``, each ``(T,)``, in units of
+    the design's natural step ``1 / ||W^T A||_2``: layer ``k`` computes
+
+        x_k = eta_ss(x_{k-1} - (step_k / s) W^T (A x_{k-1} - b); theta_k / s, p_k),
+        s = ||W^T A||_2,
+
+    so ``step_k = 1`` makes ``(step_k / s) W^T A`` of spectral norm 1, as
+    ``A^T A / L`` in ISTA, and the untrained network (``step = 1``,
+    ``theta = lam``) reduces the error layer by layer. (The paper's
+    ``gamma_k = 1`` overshoots when ``m / n`` is small: ``W^T A`` has unit
+    diagonal but spectral norm about ``n / m``.)
+
+    With a fixed design (``A`` given), ``A``, the analytic ``W`` and ``s`` are
+    buffers computed once. Without one, every call takes the instances' own
+    designs ``A`` ``(N, m, n)`` and computes each instance's ``W`` and ``s``
+    in closed form (batched): the ``2T`` scalars are shared across designs
+    because they are relative to each design's ``s``.
     """
 
-    def __init__(self, A: torch.Tensor, W: torch.Tensor, step: torch.Tensor, theta: torch.Tensor,
-                 percents: list[float]):
+    def __init__(self, step: torch.Tensor, theta: torch.Tensor, percents: list[float],
+                 A: torch.Tensor | None = None):
         super().__init__()
         if len(percents) != len(step) or len(step) != len(theta):
             raise ValueError("step, theta and percents need one entry per layer")
-        self.register_buffer("A", A.clone())
-        self.register_buffer("W", W.clone())
         self.step = nn.Parameter(step.clone())  # (T,)
         self.theta = nn.Parameter(theta.clone())  # (T,)
         self.percents = list(percents)
+        self.fixed_design = A is not None
+        if self.fixed_design:
+            W = analytic_weight(A)
+            self.register_buffer("A", A.clone())
+            self.register_buffer("W", W)
+            self.register_buffer("scale", analytic_step_scale(A, W))
 
     @classmethod
-    def from_analytic(cls, A: torch.Tensor, n_layers: int, lam: float, percents: list[float]) -> "ALISTANetwork":
-        """Analytic ``W``; ``gamma_k = 1 / ||W^T A||_2`` and ``theta_k = lam * gamma_k``.
-
-        ``gamma W^T A`` then has spectral norm 1, as ``A^T A / L`` in ISTA, and
-        the untrained network reduces the error layer by layer. (The paper's
-        ``gamma_k = 1`` overshoots when ``m / n`` is small: ``W^T A`` has unit
-        diagonal but spectral norm about ``n / m``.)
-        """
-        W = analytic_weight(A)
-        scale = float(torch.linalg.matrix_norm((W.T @ A).double(), ord=2))
-        step = torch.full((n_layers,), 1.0 / scale, dtype=A.dtype, device=A.device)
-        return cls(A, W, step, lam * step, percents)
+    def initial(cls, n_layers: int, lam: float, percents: list[float], A: torch.Tensor | None = None,
+                dtype=torch.float32, device="cpu") -> "ALISTANetwork":
+        """The untrained network: ``step_k = 1``, ``theta_k = lam`` (analytic ISTA with ``lam``)."""
+        if A is not None:
+            dtype, device = A.dtype, A.device
+        ones = torch.ones(n_layers, dtype=dtype, device=device)
+        return cls(ones, lam * ones, percents, A)
 
     def stacked(self) -> dict[str, torch.Tensor]:
-        """``A``, ``W`` (m, n), ``step`` and ``theta`` (T,) on the CPU."""
-        return {name: t.detach().cpu() for name, t in
-                (("A", self.A), ("W", self.W), ("step", self.step), ("theta", self.theta))}
+        """``step`` and ``theta`` (T,), with a fixed design also ``A`` (m, n), on the CPU."""
+        parts = {"step": self.step, "theta": self.theta}
+        if self.fixed_design:
+            parts["A"] = self.A
+        return {name: t.detach().cpu() for name, t in parts.items()}
 
-    def forward(self, b: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
-        Wtb = rmatvec(self.W, b)
-        x = support_selection(self.step[0] * Wtb, self.theta[0], self.percents[0])  # x_0 = 0
+    def forward(self, b: torch.Tensor, keep_all: bool = True, A: torch.Tensor | None = None) -> list[torch.Tensor]:
+        if self.fixed_design:
+            A, W, scale = self.A, self.W, self.scale
+        else:
+            if A is None or A.dim() != 3:
+                raise ValueError("ALISTA without a fixed design needs the instances' designs A (N, m, n)")
+            W = analytic_weight(A)
+            scale = analytic_step_scale(A, W).unsqueeze(-1)  # (N, 1)
+        Wtb = rmatvec(W, b)
+        x = support_selection(self.step[0] / scale * Wtb, self.theta[0] / scale, self.percents[0])  # x_0 = 0
         outputs = [x]
         for t in range(1, len(self.percents)):
-            gradient = rmatvec(self.W, matvec(self.A, x)) - Wtb  # W^T (A x - b)
-            x = support_selection(x - self.step[t] * gradient, self.theta[t], self.percents[t])
+            gradient = rmatvec(W, matvec(A, x)) - Wtb  # W^T (A x - b)
+            x = support_selection(x - self.step[t] / scale * gradient, self.theta[t] / scale, self.percents[t])
             if keep_all:
                 outputs.append(x)
         return outputs if keep_all else [x]
@@ -264,31 +296,44 @@ class _SupportSelectionSolver(UnrolledSolver):
 
 
 class ALISTA(_SupportSelectionSolver):
-    """Analytic LISTA (Liu et al. 2019) for a fixed sensing matrix (``lasso`` family).
+    """Analytic LISTA (Liu et al. 2019), for a fixed sensing matrix (``lasso``) or per-instance designs (``slr``).
 
-    ``W`` is computed once by ``analytic_weight`` (closed form, exact, in
+    ``W`` is computed by ``analytic_weight`` (closed form, exact, in
     milliseconds; the paper's projected gradient descent,
     ``analytic_weight_pgd``, reaches the same matrix); only ``2T`` scalars,
-    a step size and a threshold per layer, are trained.
+    a step size and a threshold per layer, are trained. With a fixed design,
+    ``W`` is computed once and ``solve`` uses the sensing matrix seen by
+    ``fit`` (stored in the state), as LISTA does. With per-instance designs
+    (``A`` of shape ``(N, m, n)`` in the observation), each instance's ``W``
+    and step scale ``||W^T A||_2`` are computed from its own design at every
+    call, and the learned scalars, relative to that scale, are shared
+    (``ALISTANetwork``).
 
     Hyper-parameters: ``n_layers``, ``gamma`` (layer-loss discount), ``lr``,
-    ``lam_init`` (thresholds start at ``lam_init`` times the step),
+    ``lam_init`` (initial thresholds, in units of the step),
     ``support_p``, ``support_max`` (percent), ``fresh_samples``.
-    Fitted state: ``network_`` (an ``ALISTANetwork``). ``solve`` uses the
-    sensing matrix seen by ``fit`` (stored in the state), as LISTA does.
+    Fitted state: ``network_`` (an ``ALISTANetwork``).
     """
 
     def fit(self, context: FitContext) -> "ALISTA":
-        A = shared_sensing_matrix(context, "ALISTA")
-        self.network_ = ALISTANetwork.from_analytic(A, self.n_layers, self.lam_init, self._percents())
+        shared = context.train.shared.get("A")
+        A = shared_sensing_matrix(context, "ALISTA") if shared is not None else None
+        if A is None and context.train.observed.get("A", torch.empty(0)).dim() != 3:
+            raise ValueError("ALISTA needs a sensing matrix A (m, n) shared by all instances or one per instance (N, m, n)")
+        self.network_ = ALISTANetwork.initial(self.n_layers, self.lam_init, self._percents(), A,
+                                              dtype=context.train.observed["b"].dtype, device=context.device)
         train_unrolled(self.network_, self.n_layers, context, self.gamma, self.lr, self.fresh_samples,
-                       desc=f"train ALISTA (T={self.n_layers})")
+                       desc=f"train ALISTA (T={self.n_layers})", run=self.run)
         return self
+
+    def run(self, observation, keep_all: bool = True) -> list[torch.Tensor]:
+        A = None if self.network_.fixed_design else observation["A"]
+        return self.network_(observation["b"], keep_all=keep_all, A=A)
 
     def load_state_dict(self, state) -> "ALISTA":
         self.set_params(**state["params"])
         w = state["weights"]
-        self.network_ = ALISTANetwork(w["A"], w["W"], w["step"], w["theta"], self._percents())
+        self.network_ = ALISTANetwork(w["step"], w["theta"], self._percents(), w.get("A"))
         return self
 
 

@@ -102,16 +102,19 @@ def shared_sensing_matrix(context: FitContext, name: str) -> torch.Tensor:
 
 
 def train_unrolled(network: nn.Module, n_layers: int, context: FitContext, gamma: float, lr: float,
-                   fresh_samples: bool, desc: str) -> list[dict]:
-    """Train an unrolled ``network`` (``network(b, keep_all)`` returns the layer outputs) on the
-    layer-weighted loss, early-stopped on the last layer's validation NMSE (dB)."""
+                   fresh_samples: bool, desc: str, run=None) -> list[dict]:
+    """Train an unrolled ``network`` on the layer-weighted loss, early-stopped on the last
+    layer's validation NMSE (dB). ``run(observation, keep_all)`` returns the layer outputs;
+    by default ``network(observation["b"], keep_all)``."""
+    if run is None:
+        run = lambda observation, keep_all=True: network(observation["b"], keep_all=keep_all)  # noqa: E731
     weights = layer_weights(n_layers, gamma, next(network.parameters()))
 
     def loss_fn(batch):
-        return layer_loss(network(batch.observed["b"]), batch.target["x"], weights)
+        return layer_loss(run(batch.observation()), batch.target["x"], weights)
 
     def validate() -> float:
-        return chunked_nmse_db(lambda obs: network(obs["b"], keep_all=False)[-1], context.val)
+        return chunked_nmse_db(lambda obs: run(obs, False)[-1], context.val)
 
     return train(network, loss_fn, validate, context, lr=lr, fresh_samples=fresh_samples, desc=desc)
 
@@ -119,12 +122,17 @@ def train_unrolled(network: nn.Module, n_layers: int, context: FitContext, gamma
 class UnrolledSolver(Solver):
     """Base of solvers whose fitted state is one unrolled network ``network_`` of
     ``n_layers`` layers with ``forward(b, keep_all)`` and ``stacked()``: solving
-    (every layer's output is the trajectory), state and device moves."""
+    (every layer's output is the trajectory), state and device moves. A network
+    that needs more of the observation than ``b`` overrides ``run``."""
+
+    def run(self, observation, keep_all: bool = True) -> list[torch.Tensor]:
+        """The layer outputs on ``observation`` (all of them, or the last only)."""
+        return self.network_(observation["b"], keep_all=keep_all)
 
     def solve(self, observation, trajectory=False) -> Solution:
         b = observation["b"]
         with torch.no_grad():
-            outputs = self.network_(b, keep_all=trajectory)
+            outputs = self.run(observation, keep_all=trajectory)
         iterations = torch.full((b.shape[0],), self.n_layers, dtype=torch.long, device=b.device)
         return Solution(outputs[-1], outputs if trajectory else None, iterations)
 

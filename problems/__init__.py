@@ -27,10 +27,57 @@ LASSO = ProblemSpec(
     },
 )
 
+SLR = ProblemSpec(
+    name="slr",
+    factory="l2obench_problems.slr:SparseLinearRegression",
+    description="sparse linear regression y = X beta* + e, a correlated design per instance (thesis 7.7.1)",
+    params={
+        "d": Param(256, help="dimension of beta* (thesis: 256 or 1024)"),
+        "s": Param(16, help="non-zeros of beta*, at uniformly random positions"),
+        "n_samples": Param([96, 160], help="samples per instance: an integer or a range [lo, hi], "
+                                           "drawn uniformly per instance (held-out ones included)"),
+        "rho": Param(0.5, help="design rows ~ N(0, Sigma), Sigma_jk = rho^|j-k|; columns then unit-norm"),
+        "beta_min": Param(0.5, help="smallest magnitude of a non-zero of beta* (uniform, random sign)"),
+        "beta_max": Param(1.5, help="largest magnitude of a non-zero of beta*"),
+        "snr": Param(20, help="SNR in dB (rms of X beta* over noise sigma), or a list of levels in equal "
+                              "counts per split; inf or null: noiseless"),
+        "support_tol": Param(0.01, help="|beta_j| > support_tol counts as a non-zero in support recovery"),
+        "supervised": Param(True, help="false: the training loss is held-out least squares "
+                                       "(thesis 7.6); needs holdout"),
+        "holdout": Param(None, help="held-out samples per instance, a count or a fraction of n_samples "
+                                    "(target A_holdout, b_holdout; never shown to solvers); null: none"),
+        "n_train": Param(2000, help="training instances (thesis 7.7.1: 2000 training problems)"),
+        "n_val": Param(100, help="validation instances"),
+        "n_test": Param(100, help="test instances (thesis: 100 test problems)"),
+    },
+)
+
+SPE = ProblemSpec(
+    name="spe",
+    factory="l2obench_problems.spe:SparsePrecisionEstimation",
+    description="sparse precision matrix from the sample covariance of M Gaussian samples (thesis 6.5, 7.7.1)",
+    params={
+        "d": Param(50, help="dimension of Theta* (thesis: 50 or 100)"),
+        "graph": Param("er", help="er (Erdos-Renyi) or grid"),
+        "edge_prob": Param([0.05, 0.15], help="Erdos-Renyi edge probability, or a range [lo, hi] "
+                                              "it is drawn from uniformly per instance"),
+        "weights": Param([0.5, 1.0], help="off-diagonal weight magnitudes ~ U[lo, hi] with random sign; "
+                                          "diagonal shifted so lambda_min(Theta*) = 1"),
+        "M": Param(100, help="samples per instance, or a list of levels in equal counts per split "
+                             "(metrics per level, subsets M=..)"),
+        "edge_tol": Param(0.01, help="|Theta_ij| > edge_tol counts as an edge in edge recovery"),
+        "n_train": Param(1000, help="training instances"),
+        "n_val": Param(100, help="validation instances"),
+        "n_test": Param(100, help="test instances (thesis Table 7.1: 100 test problems)"),
+    },
+)
+
 
 @hookimpl
 def l2obench_register_problems(register):
     register(LASSO)
+    register(SLR)
+    register(SPE)
 
 
 @hookimpl

@@ -11,7 +11,8 @@ from l2obench.contracts import Budget, FitContext
 from l2obench.ops import soft_threshold
 from l2obench.registry import Registry
 from l2obench.testing import check_solver, registered, smoke_context
-from l2obench_plugins.alista import (ALISTA, LISTACPSS, ALISTANetwork, LISTACPSSNetwork, analytic_weight,
+from l2obench_plugins.alista import (ALISTA, LISTACPSS, ALISTANetwork, LISTACPSSNetwork, analytic_step_scale,
+                                     analytic_weight,
                                      analytic_weight_pgd, support_percentages, support_selection)
 from l2obench_plugins.proximal_gradient import ISTA
 
@@ -109,7 +110,7 @@ def test_support_percentages_grow_and_saturate():
 def test_untrained_alista_without_support_selection_is_analytic_ista():
     _, test = smoke_context(REGISTRY, "lasso", TINY)
     A, b = test.shared["A"], test.observed["b"]
-    layers = ALISTANetwork.from_analytic(A, n_layers=3, lam=0.1, percents=[0.0] * 3)(b)
+    layers = ALISTANetwork.initial(3, 0.1, [0.0] * 3, A)(b)
     W = analytic_weight(A)
     step = 1.0 / float(torch.linalg.matrix_norm((W.T @ A).double(), ord=2))
     x = torch.zeros(b.shape[0], A.shape[1])
@@ -123,7 +124,7 @@ def test_untrained_alista_without_support_selection_is_analytic_ista():
 def test_untrained_alista_reduces_the_error_layer_by_layer():
     _, test = smoke_context(REGISTRY, "lasso", TINY)
     A, b, x = test.shared["A"], test.observed["b"], test.target["x"]
-    network = ALISTANetwork.from_analytic(A, 16, 0.1, support_percentages(16, 1.2, 13.0))
+    network = ALISTANetwork.initial(16, 0.1, support_percentages(16, 1.2, 13.0), A)
     with torch.no_grad():
         errors = [nmse_db(layer, x) for layer in network(b)]
     assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
@@ -215,3 +216,45 @@ def test_solver_contract_through_a_registered_spec():
         for name in ("test_alista", "test_lista_cpss"):
             check_solver(registry, name, "lasso", TINY, params={"n_layers": 4},
                          budget=Budget(steps=10, batch_size=32, eval_every=5))
+
+
+# --------------------------------------------------------------------------- per-instance designs
+
+def _padded_designs(N=5, rows=(12, 16), n=24, seed=0):
+    """Per-instance designs (N, max rows, n) with unit-norm columns and zero rows beyond each instance's count."""
+    generator = torch.Generator().manual_seed(seed)
+    A = torch.zeros(N, rows[1], n, dtype=torch.float64)
+    counts = torch.randint(rows[0], rows[1] + 1, (N,), generator=generator)
+    for i, m in enumerate(counts.tolist()):
+        block = torch.randn(m, n, generator=generator, dtype=torch.float64)
+        A[i, :m] = block / block.norm(dim=0)
+    return A, counts
+
+
+def test_batched_analytic_weight_is_the_per_instance_one_and_ignores_padding():
+    A, counts = _padded_designs()
+    W = analytic_weight(A)
+    for i, m in enumerate(counts.tolist()):
+        torch.testing.assert_close(W[i, :m], analytic_weight(A[i, :m]), rtol=0, atol=1e-9)
+        assert W[i, m:].abs().max() == 0 if m < A.shape[1] else True
+        torch.testing.assert_close(torch.diagonal(W[i].T @ A[i]), torch.ones(A.shape[-1], dtype=A.dtype))
+    scale = analytic_step_scale(A, W)
+    assert scale.shape == (len(A),)
+    torch.testing.assert_close(scale[0], analytic_step_scale(A[0, :counts[0]], W[0, :counts[0]]))
+
+
+def test_alista_on_per_instance_designs_matches_the_fixed_design_network():
+    _, test = smoke_context(REGISTRY, "lasso", TINY)
+    A, b = test.shared["A"], test.observed["b"][:6]
+    percents = support_percentages(6, 5.0, 13.0)
+    step, theta = torch.linspace(0.8, 1.2, 6), torch.linspace(0.05, 0.15, 6)
+    fixed = ALISTANetwork(step, theta, percents, A)
+    free = ALISTANetwork(step, theta, percents)
+    with torch.no_grad():
+        expected = fixed(b)
+        got = free(b, A=A.expand(len(b), -1, -1))
+    for ours, reference in zip(got, expected):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
+    assert sum(p.numel() for p in free.parameters()) == 12 and not list(free.buffers())
+    with pytest.raises(ValueError, match="designs A"):
+        free(b)

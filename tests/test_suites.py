@@ -99,3 +99,22 @@ def test_solver_that_does_not_support_the_family_is_rejected_before_compute():
         body = {"problems": [{"family": "lasso"}], "solvers": [{"solver": "glasso_like"}]}
         with pytest.raises(UsageError, match=r"does not support problem family 'lasso' \(lasso\); it supports: spe"):
             plan(registry, "s", body, scale="smoke")
+
+
+def test_a_suite_mixing_families_pairs_each_solver_with_the_problems_it_supports():
+    body = {"problems": [{"family": "lasso", "label": "cs"}, {"family": "slr", "label": "reg"},
+                         {"family": "slr", "label": "reg-big", "only_scales": ["paper"]}],
+            "solvers": [{"solver": "fista"}, {"solver": "lista"},
+                        {"solver": "ista", "label": "ISTA (reg)", "problems": ["reg", "reg-big"]}]}
+    cells = plan(REGISTRY, "s", body, scale="smoke")
+    assert {(c.problem_label, c.solver_label) for c in cells} == {
+        ("cs", "fista"), ("cs", "lista"), ("reg", "fista"), ("reg", "ISTA (reg)")}
+    bad = {**body, "solvers": [{"solver": "lista", "problems": ["reg"]}]}
+    with pytest.raises(UsageError, match=r"'lista' \(lista\) does not support problem family 'slr' \(reg\)"):
+        plan(REGISTRY, "s", bad, scale="smoke")
+    unknown = {**body, "solvers": [{"solver": "ista", "problems": ["nope"]}]}
+    with pytest.raises(SuiteFileError, match=r"solvers\[0\]\.problems: this suite has no problem labelled 'nope'"):
+        plan(REGISTRY, "s", unknown, scale="smoke")
+    malformed = {**body, "solvers": [{"solver": "ista", "problems": "reg"}]}
+    with pytest.raises(SuiteFileError, match="expected a list of problem labels"):
+        plan(REGISTRY, "s", malformed, scale="smoke")

@@ -1,0 +1,304 @@
+"""PLISA (thesis Algorithms 5-6): reductions to ISTA and to the modified proximal step,
+gradients, training, positive definiteness on SPE, state round trips."""
+import io
+import math
+
+import pytest
+import torch
+from sklearn.covariance import graphical_lasso
+
+from l2obench.contracts import Budget, FitContext, Instances, ProblemFamily
+from l2obench.precision import is_positive_definite, offdiag_mask, offdiag_soft_threshold
+from l2obench.registry import Registry
+from l2obench_plugins.plisa import PLISA, PLISANetwork, PLISAPrecisionNetwork, concave_gradient, correlation
+from l2obench_plugins.proximal_gradient import FISTA, ISTA
+
+PARAMS = {"n_blocks": 5, "n_layers": 2, "gamma": 0.9, "lr": 3e-2, "lam_init": 0.05, "decay_init": 0.5,
+          "step_init": 1.0, "lam0": "max", "rho_init": 1.0, "fresh_samples": True}
+LAMBDA_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+
+
+# --------------------------------------------------------------------------- tiny families
+
+class TinySLR(ProblemFamily):
+    """Sparse regression with one Gaussian design per instance, ``n`` samples in
+    ``[n_min, n_max]``, zero-padded, unit-norm columns (the ``slr`` conventions)."""
+
+    def __init__(self, d=32, n_min=16, n_max=24, s=3, snr=30.0):
+        super().__init__(d=d, n_min=n_min, n_max=n_max, s=s, snr=snr)
+
+    def draw(self, N, generator, dtype=torch.float32):
+        d, rows = self.d, self.n_max
+        n = torch.randint(self.n_min, self.n_max + 1, (N,), generator=generator)
+        real = (torch.arange(rows)[None, :] < n[:, None]).to(dtype)
+        X = torch.randn(N, rows, d, generator=generator, dtype=dtype) * real[..., None]
+        A = X / X.norm(dim=1, keepdim=True)
+        support = torch.rand(N, d, generator=generator).argsort(-1)[:, :self.s]
+        x = torch.zeros(N, d, dtype=dtype).scatter_(1, support, torch.randn(N, self.s, generator=generator,
+                                                                             dtype=dtype))
+        clean = torch.bmm(A, x.unsqueeze(-1)).squeeze(-1)
+        sigma = (clean.pow(2).sum(-1) / n).sqrt() * 10 ** (-self.snr / 20)
+        b = clean + torch.randn(N, rows, generator=generator, dtype=dtype) * sigma[:, None] * real
+        return Instances({"A": A, "b": b, "n_samples": n}, {"x": x})
+
+    def loss(self, estimate, target):
+        return ((estimate - target["x"]) ** 2).sum(-1)
+
+
+class TinySPE(ProblemFamily):
+    """Sparse precision matrices ``B + delta I`` (random sparse symmetric ``B``, smallest
+    eigenvalue 0.2) and sample covariances of ``M`` Gaussian samples (the ``spe`` conventions)."""
+
+    def __init__(self, d=8, M=10, p=0.2):
+        super().__init__(d=d, M=M, p=p)
+
+    def draw(self, N, generator, dtype=torch.float32):
+        d = self.d
+        edges = torch.triu((torch.rand(N, d, d, generator=generator) < self.p).double(), 1)
+        signs = torch.where(torch.rand(N, d, d, generator=generator) < 0.5, -1.0, 1.0).double()
+        B = edges * signs * (0.2 + 0.6 * torch.rand(N, d, d, generator=generator, dtype=torch.float64))
+        B = B + B.transpose(-1, -2)
+        low = torch.linalg.eigvalsh(B)[:, 0]
+        Theta = B + ((-low).clamp_min(0) + 0.2)[:, None, None] * torch.eye(d, dtype=torch.float64)
+        L = torch.linalg.cholesky(torch.linalg.inv(Theta))
+        Z = torch.randn(N, self.M, d, generator=generator, dtype=torch.float64) @ L.transpose(-1, -2)
+        S = Z.transpose(-1, -2) @ Z / self.M
+        return Instances({"S": S.to(dtype), "M": torch.full((N,), float(self.M), dtype=dtype)},
+                         {"Theta": Theta.to(dtype)})
+
+    def loss(self, estimate, target):
+        T = target["Theta"]
+        return ((estimate - T) ** 2).sum((-1, -2)) / (T**2).sum((-1, -2))
+
+
+def make_context(family, n_train, n_val, budget, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    train, val = family.draw(n_train, generator), family.draw(n_val, generator)
+    stream = torch.Generator().manual_seed(seed + 1)
+    return FitContext(problem=family, train=train, val=val, budget=budget, seed=seed,
+                      draw_train=lambda n: family.draw(n, stream))
+
+
+def nmse_db(estimate, target):
+    return 10 * math.log10(float(((estimate - target) ** 2).sum() / (target**2).sum()))
+
+
+def fixed_slr_network(d, n_blocks, n_layers, lam, weights, step=1.0, decay_logit=-50.0, dtype=torch.float32):
+    """A PLISA network with given weights; ``decay_logit = -50`` keeps lambda_t at lambda* (sigmoid ~ 0)."""
+    full = lambda n, v: torch.full((n,), float(v), dtype=dtype)  # noqa: E731
+    return PLISANetwork(full(d, decay_logit), full(d, math.log(lam)), torch.tensor(weights, dtype=dtype),
+                        full(n_blocks, step), n_layers, "max")
+
+
+def spectral_lipschitz(A):
+    return torch.linalg.matrix_norm(A.double(), ord=2) ** 2
+
+
+# --------------------------------------------------------------------------- reductions
+
+def test_l1_only_fixed_lambda_unit_step_is_ista():
+    data = TinySLR(d=16, n_min=8, n_max=12).draw(6, torch.Generator().manual_seed(0))
+    n_blocks, n_layers, lam = 3, 2, 0.05
+    network = fixed_slr_network(16, n_blocks, n_layers, lam, [50.0, 0.0, 0.0])
+    with torch.no_grad():
+        layers = network(data.observation(), keep="layers")
+    ista = ISTA(lam=lam, step=1.0, max_iter=n_blocks * n_layers, tol=0.0).solve(data.observation(), trajectory=True)
+    assert len(layers) == len(ista.trajectory) == n_blocks * n_layers
+    for ours, reference in zip(layers, ista.trajectory):
+        assert torch.allclose(ours, reference, atol=1e-6), float((ours - reference).abs().max())
+    assert (layers[-1] != 0).any() and (layers[-1] == 0).any()  # neither trivial nor dense
+
+
+@pytest.mark.parametrize("which", ["mcp", "scad"])
+def test_nonconvex_only_layer_is_the_modified_proximal_step(which):
+    data = TinySLR(d=16, n_min=10, n_max=14, s=4).draw(5, torch.Generator().manual_seed(1), dtype=torch.float64)
+    A, b = data.observed["A"], data.observed["b"]
+    lam_star, decay, step = 0.05, 0.2, 1.5
+    weights = [-50.0, 50.0, -50.0] if which == "mcp" else [-50.0, -50.0, 50.0]
+    network = fixed_slr_network(16, 2, 3, lam_star, weights, step=step, decay_logit=math.log(decay / (1 - decay)),
+                                dtype=torch.float64)
+    with torch.no_grad():
+        layers = network(data.observation(), keep="layers")
+    # Hand-written Algorithms 5-6 for one instance after the other.
+    gamma, a = 3.0, 3.7
+    hits = set()
+    for i in range(A.shape[0]):
+        Ai, bi = A[i], b[i]
+        alpha = step / spectral_lipschitz(Ai)
+        lam = (Ai.T @ bi).abs().max() * torch.ones(16, dtype=torch.float64)
+        beta = torch.zeros(16, dtype=torch.float64)
+        expected = []
+        for _ in range(2):
+            lam = torch.maximum(decay * lam, torch.full_like(lam, lam_star))
+            for _ in range(3):
+                grad = Ai.T @ (Ai @ beta - bi)
+                v = beta.abs()
+                if which == "mcp":
+                    q = torch.where(v <= gamma * lam, -beta / gamma, -lam * torch.sign(beta))
+                    hits.update(["inner"] if ((v > 0) & (v <= gamma * lam)).any() else [])
+                    hits.update(["outer"] if (v > gamma * lam).any() else [])
+                else:
+                    q = torch.where(v <= lam, 0 * beta,
+                                    torch.where(v <= a * lam, -(v - lam) * torch.sign(beta) / (a - 1),
+                                                -lam * torch.sign(beta)))
+                    hits.update(["inner"] if ((v > lam) & (v <= a * lam)).any() else [])
+                    hits.update(["outer"] if (v > a * lam).any() else [])
+                z = beta - alpha * (grad + q)
+                beta = torch.sign(z) * torch.clamp(z.abs() - alpha * lam, min=0)
+                expected.append(beta)
+        for ours, reference in zip(layers, expected):
+            assert torch.allclose(ours[i], reference, atol=1e-12)
+    assert hits == {"inner", "outer"}  # both branches of the penalty's derivative were exercised
+
+
+def test_literal_lambda0_shrinks_without_selecting():
+    # lam0 = "abs" (Algorithm 5 read literally): lambda_1 = sigmoid(eta) |A^T b|, so the first
+    # layer from beta = 0 is (1 - sigmoid(eta)) alpha A^T b: every coordinate survives.
+    data = TinySLR(d=16, n_min=10, n_max=14).draw(4, torch.Generator().manual_seed(2), dtype=torch.float64)
+    network = PLISANetwork.initial(16, 1, 1, lam_init=1e-8, decay_init=0.3, lam0="abs", dtype=torch.float64)
+    with torch.no_grad():
+        out = network(data.observation(), keep="last")[-1]
+    A, b = data.observed["A"], data.observed["b"]
+    alpha = 1 / spectral_lipschitz(A)
+    expected = 0.7 * alpha[:, None] * torch.bmm(b.unsqueeze(1), A).squeeze(1)
+    assert torch.allclose(out, expected, atol=1e-12)
+    maximal = PLISANetwork.initial(16, 1, 1, lam_init=1e-8, decay_init=0.3, lam0="max", dtype=torch.float64)
+    with torch.no_grad():
+        assert ((maximal(data.observation(), keep="last")[-1] == 0).sum(-1) > 0).all()
+
+
+# --------------------------------------------------------------------------- gradients
+
+def _gradcheck(network, observation, target):
+    names = [name for name, _ in network.named_parameters()]
+    values = tuple(p.detach().clone().requires_grad_(True) for p in network.parameters())
+
+    def run(*params):
+        out = torch.func.functional_call(network, dict(zip(names, params)), (observation,), {"keep": "blocks"})
+        return torch.stack([((x - target) ** 2).sum() for x in out])
+
+    assert torch.autograd.gradcheck(run, values, eps=1e-6, atol=1e-5, rtol=1e-4)
+    grads = torch.autograd.grad(run(*values).sum(), values)
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert all(g.abs().sum() > 0 for g in grads)  # every parameter influences the output
+
+
+def test_slr_gradients_match_finite_differences():
+    data = TinySLR(d=6, n_min=4, n_max=5, s=2).draw(3, torch.Generator().manual_seed(3), dtype=torch.float64)
+    network = PLISANetwork.initial(6, 2, 2, lam_init=0.4, decay_init=0.5, dtype=torch.float64)
+    with torch.no_grad():  # some coordinates reach lambda* in the second block, others not
+        network.eta.copy_(torch.tensor([-2.0, 1.5, -1.0, 2.0, 0.5, -0.5]))
+        network.w.copy_(torch.tensor([0.3, -0.2, 0.1]))
+        network.step.copy_(torch.tensor([1.3, 0.9]))
+    _gradcheck(network, data.observation(), data.target["x"])
+
+
+def test_spe_gradients_match_finite_differences():
+    data = TinySPE(d=4, M=8, p=0.4).draw(2, torch.Generator().manual_seed(4), dtype=torch.float64)
+    network = PLISAPrecisionNetwork.initial(4, 2, 2, lam_init=1.0, decay_init=0.5, dtype=torch.float64)
+    with torch.no_grad():
+        network.w.copy_(torch.tensor([0.3, -0.2, 0.1]))
+        network.eta.add_(0.1 * torch.randn(4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    _gradcheck(network, data.observation(), data.target["Theta"])
+
+
+# --------------------------------------------------------------------------- training
+
+def tuned_classical(cls, context, iterations, **kw):
+    def score(lam):
+        return float(context.problem.loss(cls(lam=lam, max_iter=iterations, tol=0.0, **kw)
+                                          .solve(context.val.observation()).estimate, context.val.target).sum())
+    return min(LAMBDA_GRID, key=score)
+
+
+def test_training_beats_untrained_network_and_tuned_ista_fista_at_equal_iterations():
+    torch.manual_seed(0)
+    context = make_context(TinySLR(), 256, 128, Budget(steps=150, batch_size=64, eval_every=25, patience=6))
+    model = PLISA(**PARAMS)
+    untrained = model._build(context.val.observation(), torch.float32, "cpu")
+    with torch.no_grad():
+        before = nmse_db(untrained(context.val.observation(), keep="last")[-1], context.val.target["x"])
+    model.fit(context)
+    history = context.log["training"]
+    after = nmse_db(model.solve(context.val.observation()).estimate, context.val.target["x"])
+    iterations = PARAMS["n_blocks"] * PARAMS["n_layers"]
+    observation, x = context.val.observation(), context.val.target["x"]
+    ista = ISTA(lam=tuned_classical(ISTA, context, iterations, step=1.0), step=1.0, max_iter=iterations, tol=0.0)
+    fista = FISTA(lam=tuned_classical(FISTA, context, iterations, restart=True), restart=True,
+                  max_iter=iterations, tol=0.0)
+    ista_db, fista_db = nmse_db(ista.solve(observation).estimate, x), nmse_db(fista.solve(observation).estimate, x)
+    assert min(h["val_metric"] for h in history[1:]) < history[0]["val_metric"]
+    assert after < before - 3.0, (before, after)
+    assert after < fista_db - 2.0 and after < ista_db - 2.0, (after, ista_db, fista_db)
+
+
+def test_spe_training_improves_and_beats_tuned_graphical_lasso():
+    torch.manual_seed(0)
+    family = TinySPE(d=8, M=10)
+    context = make_context(family, 256, 64, Budget(steps=80, batch_size=32, eval_every=20, patience=4))
+    model = PLISA(**{**PARAMS, "lam_init": 0.5})
+    model.fit(context)
+    history = context.log["training"]
+    assert min(h["val_metric"] for h in history[1:]) < history[0]["val_metric"]
+    ours = float(family.loss(model.solve(context.val.observation()).estimate, context.val.target).mean())
+
+    def glasso(alpha):
+        S = context.val.observed["S"].double().numpy()
+        est = torch.tensor([graphical_lasso(s, alpha, max_iter=200)[1] for s in S]).float()
+        return float(family.loss(est, context.val.target).mean())
+
+    best = min(glasso(alpha) for alpha in (0.02, 0.05, 0.1, 0.2, 0.3))  # tuned on the same split: generous
+    assert ours < best, (ours, best)
+
+
+# --------------------------------------------------------------------------- SPE safeguard
+
+@pytest.mark.parametrize("step", [1.0, 30.0])
+def test_spe_every_layer_is_symmetric_positive_definite(step):
+    data = TinySPE(d=8, M=6).draw(16, torch.Generator().manual_seed(5))
+    network = PLISAPrecisionNetwork.initial(8, 3, 3, lam_init=0.2, decay_init=0.5, step_init=step)
+    with torch.no_grad():
+        network.w.copy_(torch.tensor([-5.0, 5.0, 0.0]))  # mostly MCP: the non-convex case
+        layers = network(data.observation(), keep="layers")
+    assert len(layers) == 9
+    for Theta in layers:
+        assert torch.equal(Theta, Theta.transpose(-1, -2))
+        assert is_positive_definite(Theta).all()
+    if step > 1:
+        # The safeguard was needed: from the first layer's output, the unguarded step is indefinite somewhere.
+        R, scale = correlation(data.observed["S"])
+        Theta = layers[0] * (scale[:, :, None] * scale[:, None, :])
+        lam, weights = 0.05 * offdiag_mask(8, dtype=R.dtype), torch.softmax(torch.tensor([-5.0, 5.0, 0.0]), 0)
+        grad = R - torch.linalg.inv(Theta) + offdiag_mask(8, dtype=R.dtype) * concave_gradient(Theta, lam, weights)
+        alpha = step * (torch.linalg.eigvalsh(Theta)[:, 0] ** 2)[:, None, None]
+        raw = offdiag_soft_threshold(Theta - alpha * grad, alpha * lam)
+        assert not is_positive_definite(raw).all()
+        guarded = PLISAPrecisionNetwork.layer(Theta, R, lam, weights, torch.tensor(step), torch.eye(8),
+                                              offdiag_mask(8, dtype=R.dtype))
+        assert is_positive_definite(guarded).all() and torch.equal(guarded, guarded.transpose(-1, -2))
+
+
+# --------------------------------------------------------------------------- state
+
+@pytest.mark.parametrize("family", [TinySLR(d=16, n_min=8, n_max=12), TinySPE(d=6, M=8)])
+def test_state_dict_round_trip_reproduces_estimates(family):
+    context = make_context(family, 64, 32, Budget(steps=3, batch_size=16, eval_every=1, patience=5))
+    model = PLISA(**PARAMS).fit(context)
+    observation = context.val.observation()
+    solution = model.solve(observation, trajectory=True)
+    assert len(solution.trajectory) == PARAMS["n_blocks"] * PARAMS["n_layers"]
+    assert torch.equal(solution.trajectory[-1], solution.estimate)
+    assert torch.equal(model.solve(observation).estimate, solution.estimate)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    clone = PLISA(**PARAMS).load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.equal(clone.solve(observation).estimate, solution.estimate)
+    assert int(solution.iterations[0]) == PARAMS["n_blocks"] * PARAMS["n_layers"]
+
+
+def test_registered_for_slr_and_spe():
+    spec = Registry().solver("plisa")
+    assert spec.learned and set(spec.families) == {"slr", "spe"}
+    model = spec.build()
+    assert model.n_blocks * model.n_layers > 0

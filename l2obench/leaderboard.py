@@ -25,10 +25,15 @@ _NOT_QUALITY = {m for m, *_ in TIMING_COLUMNS} | {"solve_seconds", "latency_seco
                                                   "wall_clock_saved_fraction"}
 
 
-def _default_metrics(final: pd.DataFrame) -> list[str]:
-    present = [m for m in dict.fromkeys(final["metric"]) if m not in _NOT_QUALITY and m == m]
-    preferred = [m for m in present if m.endswith("_db")]
-    return preferred or [m for m in present if not m.startswith("generalization_gap")]
+def _default_metrics(final: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """A problem's default columns: its dB metrics, per subset, then its other quality
+    metrics (support recovery, probability of success, ...) over the whole split; a linear
+    metric whose dB twin is shown (``nmse`` beside ``nmse_db``) is left out."""
+    present = [m for m in dict.fromkeys(final["metric"]) if m not in _NOT_QUALITY and m == m
+               and not m.startswith("generalization_gap")]
+    per_subset = [m for m in present if m.endswith("_db")]
+    overall = [m for m in present if m not in per_subset and f"{m}_db" not in present]
+    return (per_subset, overall) if per_subset else (present, [])
 
 
 def table(df: pd.DataFrame, metrics: Sequence[str] | None = None, split: str = "test") -> pd.DataFrame:
@@ -44,28 +49,37 @@ def table(df: pd.DataFrame, metrics: Sequence[str] | None = None, split: str = "
     if df.empty:
         raise UsageError("no result rows to tabulate")
     final = df[df["iteration"].isna()]
-    metrics = list(metrics) if metrics else _default_metrics(final[final["split"] == split])
-    missing = [m for m in metrics if m not in set(final["metric"])]
-    if missing:
-        raise UsageError(f"metric(s) {', '.join(missing)} not in these results; "
-                         f"available: {', '.join(sorted(set(final['metric']) - {'error'}))}")
-    solvers = list(dict.fromkeys(df.sort_values("timestamp", kind="stable")["solver"]))
-    problems = list(dict.fromkeys(df.sort_values("timestamp", kind="stable")["problem"]))
+    if metrics:
+        missing = [m for m in metrics if m not in set(final["metric"])]
+        if missing:
+            raise UsageError(f"metric(s) {', '.join(missing)} not in these results; "
+                             f"available: {', '.join(sorted(set(final['metric']) - {'error'}))}")
+    ordered = df.sort_values("timestamp", kind="stable")
+    problems = list(dict.fromkeys(ordered["problem"]))
     columns: dict[tuple[str, str], dict[str, dict]] = {}
     bad = df[df["status"] != "ok"].groupby(["problem", "solver"])["status"].first().to_dict()
+    solvers_of = {problem: list(dict.fromkeys(ordered.loc[ordered["problem"] == problem, "solver"]))
+                  for problem in problems}
     for problem in problems:
         rows = final[final["problem"] == problem]
+        tested = rows[rows["split"] == split]
+        if metrics:
+            per_subset, overall = [m for m in metrics if m in set(rows["metric"])], []
+        else:
+            per_subset, overall = _default_metrics(tested)
         specs = []
-        for metric in metrics:
-            subsets = list(dict.fromkeys(rows.loc[(rows["metric"] == metric) & (rows["split"] == split), "subset"]))
+        for metric in per_subset:
+            subsets = list(dict.fromkeys(tested.loc[tested["metric"] == metric, "subset"]))
             specs += [(metric, split, sub, f"{metric}" + ("" if sub == "all" else f" [{sub}]"), 1.0) for sub in subsets]
+        specs += [(metric, split, "all", metric, 1.0) for metric in overall]
         gap = [m for m in dict.fromkeys(rows["metric"]) if m.startswith("generalization_gap")]
         specs += [(m, split, "all", "gap", 1.0) for m in gap]
         for other in dict.fromkeys(rows["split"].dropna()):  # extra test splits, e.g. out of distribution
             if other not in ("train", "val", split):
-                specs += [(metric, other, "all", f"{metric} [{other}]", 1.0) for metric in metrics]
+                specs += [(metric, other, "all", f"{metric} [{other}]", 1.0) for metric in per_subset]
                 specs += [(m, other, "all", f"gap [{other}]", 1.0) for m in gap]
         specs += [(m, s, None, heading, factor) for m, s, heading, factor in TIMING_COLUMNS]
+        solvers = solvers_of[problem]
         for metric, sp, subset, heading, factor in specs:
             sel = rows[rows["metric"] == metric]
             if sp is not None:
@@ -86,10 +100,14 @@ def table(df: pd.DataFrame, metrics: Sequence[str] | None = None, split: str = "
                 for s, v in finite.items():
                     column[s]["best"] = v == best
             columns[(problem, heading)] = column
-    out = pd.DataFrame(columns, index=solvers)
+    every_solver = list(dict.fromkeys(ordered["solver"]))
+    out = pd.DataFrame(columns, index=every_solver)
     out.columns = pd.MultiIndex.from_tuples(out.columns, names=["problem", "metric"])
     out.index.name = "solver"
     return out
+
+
+_ABSENT = {"mean": math.nan, "std": math.nan, "n": 0}
 
 
 def _cell(entry: dict, fmt: str) -> str:
@@ -113,15 +131,17 @@ def render(board: pd.DataFrame, fmt: str = "terminal") -> str:
     if fmt == "csv":
         flat = {}
         for (problem, heading), column in board.items():
-            flat[f"{problem} {heading} mean"] = [c["mean"] for c in column]
-            flat[f"{problem} {heading} std"] = [c["std"] for c in column]
-            flat[f"{problem} {heading} n"] = [c["n"] for c in column]
+            entries = [c if isinstance(c, dict) else _ABSENT for c in column]  # absent: not run on this problem
+            flat[f"{problem} {heading} mean"] = [c["mean"] for c in entries]
+            flat[f"{problem} {heading} std"] = [c["std"] for c in entries]
+            flat[f"{problem} {heading} n"] = [c["n"] for c in entries]
         return pd.DataFrame(flat, index=board.index).to_csv()
     problems = list(dict.fromkeys(board.columns.get_level_values(0)))
     blocks = []
     for problem in problems:
         sub = board[problem]
-        rows = [[solver] + [_cell(sub.loc[solver, h], fmt) for h in sub.columns] for solver in sub.index]
+        ran = [solver for solver in sub.index if isinstance(sub.loc[solver].iloc[0], dict)]  # solvers of this problem
+        rows = [[solver] + [_cell(sub.loc[solver, h], fmt) for h in sub.columns] for solver in ran]
         headers = ["solver"] + list(sub.columns)
         tablefmt = {"terminal": "simple", "markdown": "pipe", "latex": "latex_raw"}[fmt]
         title = {"markdown": f"### {problem}\n", "latex": f"% {problem}\n"}.get(fmt, f"{problem}\n")

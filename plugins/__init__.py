@@ -260,19 +260,43 @@ PLISA = SolverSpec(
         "gamma": Param(0.9, help="block-loss discount of eq. 7.7: loss = sum_t gamma^(T-t) loss(beta_t)"),
         "lr": Param(3e-2, help="Adam learning rate"),
         "lam_init": Param(None, help="initial lambda*; null: 0.05 (SLR, unit-norm columns) or 0.5 (SPE, in "
-                                     "units of sqrt(log d / M), on the sample correlation)"),
+                                     "units of sqrt(log d / M))"),
         "decay_init": Param(0.5, help="initial decay ratio sigmoid(eta) of the lambda sequence"),
         "step_init": Param(1.0, help="initial step per block, in units of 1/||A||_2^2 (SLR) or "
                                      "lambda_min(Theta)^2 (SPE)"),
+        "max_step": Param(8.0, help="bound on the learned steps, same units (max_step * sigmoid(logit)); "
+                                    "SLR steps beyond 2 are kept stable by the safeguard (see plisa.py)"),
         "lam0": Param("max", help="lambda_0: max (||grad L(0)||_inf for every entry, APF's start) or abs "
                                   "(|grad L(0)| element-wise, Algorithm 5 read literally)"),
-        "rho_init": Param(1.0, help="SPE: initial ridge of Theta_0 = (R + rho I)^{-1} (rho is learned)"),
+        "rho_init": Param(1.0, help="SPE: initial ridge of Theta_0 = (S + rho I)^{-1} (rho is learned)"),
         "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)"),
     },
 )
 
+GLAD = SolverSpec(
+    name="glad",
+    factory="l2obench_plugins.glad:GLAD",
+    families=("spe",),
+    learned=True,
+    description="GLAD (thesis ch. 6, Algorithm 4): K unrolled alternating-minimisation steps with entry-wise "
+                "thresholds rho_nn and coupling Lambda_nn (tiny MLPs shared by the layers), learned shift t",
+    params={
+        "n_layers": Param(15, help="number of unrolled AM steps K"),
+        "hidden": Param(3, help="hidden width of rho_nn (two tanh layers) and Lambda_nn (one)"),
+        "t_init": Param(0.1, help="initial shift t of Theta_0 = (S + t I)^{-1} (learned)"),
+        "lambda_init": Param(1.0, help="lambda_0, fed to Lambda_nn at the first layer"),
+        "threshold_diagonal": Param(True, help="soft-threshold Z's diagonal too (eq. 6.2's ||Z||_1)"),
+        "output": Param("z", help="z: layers output the sparse Z_k (the authors' code; edge metrics meaningful); "
+                                  "theta: the positive-definite Theta_k (eq. 6.5 read literally; dense)"),
+        "lr": Param(3e-2, help="Adam learning rate"),
+        "gamma": Param(0.9, help="layer-loss discount of eq. 6.5: loss = sum_k gamma^(K-k) ||out_k - Theta*||_F^2"),
+        "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)"),
+    },
+)
+
+
 @hookimpl
 def l2obench_register_solvers(register):
     for spec in (ISTA, FISTA, ADMM, LISTA, ALISTA, LISTA_CPSS, LISTA_STOP, RNN, RNN_L1, GLASSO, GISTA, COVSEL_ADMM,
-                 APF, PLISA):
+                 APF, PLISA, GLAD):
         register(spec)

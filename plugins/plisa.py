@@ -33,34 +33,40 @@ where the thesis leaves freedom, each stated:
   literally, ``lambda_0 = |grad L(0)| = |A^T b|`` element-wise (then the first
   blocks shrink every coordinate by the same factor and select nothing).
 - Step size: ``alpha_t = s_t / L_i`` with ``L_i = ||A_i||_2^2`` per instance and
-  one learned ``s_t`` per block (``s_t = 1`` initially: ISTA's step). The thesis
-  learns one ``alpha``; designs differ per instance here, hence the ``1/L_i``
-  units.
+  one learned ``s_t = max_step sigmoid(u_t)`` per block (``s_t = 1`` initially:
+  ISTA's step). The thesis learns one ``alpha``; designs differ per instance
+  here, hence the ``1/L_i`` units.
+- Stability safeguard: learned steps beyond ``2 / L_i`` are useful (the
+  iterates are sparse, and the curvature along them is below ``L_i``) but make
+  some instances diverge, which wrecks training. A step ``d`` of an instance is
+  accepted when ``alpha d^T A^T A d <= 2 ||d||^2`` (the gradient step does not
+  expand along ``d``; always true for ``alpha <= 2 / L_i``, so the ISTA
+  reduction is exact); otherwise it is halved, up to ``MAX_BACKTRACK`` times.
+  ``A^T A d`` comes from ``A^T A beta_new``, which the next layer needs anyway.
 - ``lambda*`` and the decay ``sigmoid(eta)`` are learned through ``log lambda*``
   and ``eta``, initialised at ``lam_init`` and ``decay_init``.
 
 Sparse precision estimation (``S`` (N, d, d), ``M`` (N,)): ``L(Theta) = -logdet
 Theta + tr(S Theta)``, gradient ``S - Theta^{-1}``, penalty on the off-diagonal
-entries only (as the graphical lasso). PLISA works on the sample correlation
-``R = D^{-1} S D^{-1}``, ``D = diag(S)^{1/2}``, and returns ``D^{-1} Theta_R D^{-1}``
-(a precision of ``R`` rescaled; equivalently, the penalty on ``Theta_ij`` is
-weighted by ``(S_ii S_jj)^{1/2}``), so that its learned ``lambda`` are
-dimensionless; ``lambda*`` (a symmetric ``d x d`` matrix) is in units of the
-graphical lasso's rate ``(log d / M)^{1/2}`` of each instance. Further choices:
+entries only (as the graphical lasso); ``lambda*`` (a symmetric ``d x d``
+matrix, shared by all instances) is in units of the graphical lasso's rate
+``(log d / M)^{1/2}`` of each instance. Further choices:
 
-- ``Theta_0 = (R + rho I)^{-1}``, a ridge estimate with learned ``rho``; the
-  gradient at ``Theta_0`` is ``-rho I``, so ``lambda_0 = max_{i != j} |R_ij|``
-  (``lam0 = "max"``) or ``|R_ij|`` (``"abs"``).
+- ``Theta_0 = (S + rho I)^{-1}``, a ridge estimate with learned ``rho``; the
+  gradient at ``Theta_0`` is ``-rho I``, so ``lambda_0 = max_{i != j} |S_ij|``
+  (``lam0 = "max"``) or ``|S_ij|`` (``"abs"``).
 - Step size ``alpha = s_t lambda_min(Theta)^2``: ``lambda_min(Theta)^{-2}`` bounds
   the curvature of ``-logdet`` near ``Theta`` (G-ISTA's step, Rolfs et al. 2012),
-  with one learned ``s_t`` per block.
+  with one learned ``s_t = max_step sigmoid(u_t)`` per block.
 - Positive definiteness: a step is accepted only if the new iterate has
   ``lambda_min >= PD_MARGIN lambda_min(Theta)`` (a Cholesky test of
   ``Theta_new - PD_MARGIN lambda_min(Theta) I``); otherwise the step of that
   instance is halved, up to ``MAX_BACKTRACK`` times, after which the instance
   keeps ``Theta``. Every layer's output is therefore symmetric positive
-  definite, and the choice of step is piecewise constant in the parameters,
-  so gradients flow through the accepted step.
+  definite.
+
+In both safeguards the choice of step is piecewise constant in the
+parameters, so gradients flow through the accepted step.
 """
 from __future__ import annotations
 
@@ -73,13 +79,15 @@ from torch import nn
 from l2obench.contracts import FitContext, Instances, Solution, Solver
 from l2obench.ops import gram, lipschitz, per_instance, rmatvec, soft_threshold
 from l2obench.penalties import PENALTY_NAMES, penalty
-from l2obench.precision import cholesky_inverse, offdiag_abs_max, offdiag_mask, offdiag_soft_threshold, symmetrize
+from l2obench.precision import cholesky_inverse, offdiag_abs_max, offdiag_mask, symmetrize
 from l2obench.training import train
 
 __all__ = ["PLISA", "PLISANetwork", "PLISAPrecisionNetwork", "concave_gradient", "block_weights"]
 
 PENALTIES = tuple(penalty(name) for name in PENALTY_NAMES)  # l1, MCP, SCAD (eq. 7.6)
 PD_MARGIN = 0.1
+# SLR: a step d is accepted when alpha d^T A^T A d <= STABLE_CURVATURE ||d||^2.
+STABLE_CURVATURE = 2.0
 MAX_BACKTRACK = 10
 EVAL_CHUNK = 1024
 # Initial lambda* when the spec's lam_init is null: absolute for SLR (unit-norm columns), in units of
@@ -110,27 +118,41 @@ def _logit(p: float) -> float:
 
 
 class _PLISABase(nn.Module):
-    """Parameters shared by both problems: ``eta``, ``log lambda*``, ``w`` (3), steps ``s_t`` (T).
+    """Parameters shared by both problems: ``eta``, ``log lambda*``, ``w`` (3), step logits (T).
 
-    ``forward(observation, keep)`` returns the outputs kept: ``"layers"`` (all
-    ``K T``), ``"blocks"`` (the ``T`` block outputs, eq. 7.7) or ``"last"``.
+    The steps are ``s_t = max_step * sigmoid(step_logit_t)`` in the problem's
+    units (positive and bounded). ``forward(observation, keep)`` returns the outputs
+    kept: ``"layers"`` (all ``K T``), ``"blocks"`` (the ``T`` block outputs, eq.
+    7.7) or ``"last"``.
     """
 
-    def __init__(self, eta: torch.Tensor, log_lam: torch.Tensor, w: torch.Tensor, step: torch.Tensor,
-                 n_layers: int, lam0: str):
+    def __init__(self, eta: torch.Tensor, log_lam: torch.Tensor, w: torch.Tensor, step_logit: torch.Tensor,
+                 n_layers: int, lam0: str, max_step: float):
         super().__init__()
         if lam0 not in ("max", "abs"):
             raise ValueError(f"lam0 must be 'max' or 'abs', got {lam0!r}")
         self.eta = nn.Parameter(eta.clone())
         self.log_lam = nn.Parameter(log_lam.clone())
         self.w = nn.Parameter(w.clone())
-        self.step = nn.Parameter(step.clone())
+        self.step_logit = nn.Parameter(step_logit.clone())
         self.n_layers = int(n_layers)
         self.lam0 = lam0
+        self.max_step = float(max_step)
 
     @property
     def n_blocks(self) -> int:
-        return self.step.shape[0]
+        return self.step_logit.shape[0]
+
+    def steps(self) -> torch.Tensor:
+        """``s_t = max_step * sigmoid(step_logit_t)``, t = 1..T."""
+        return self.max_step * torch.sigmoid(self.step_logit)
+
+    @staticmethod
+    def step_logits(step: float, max_step: float, n_blocks: int, **like) -> torch.Tensor:
+        """Logits giving ``s_t = step`` for every block (``0 < step < max_step``)."""
+        if not 0 < step < max_step:
+            raise ValueError(f"step_init must lie in (0, max_step = {max_step}), got {step}")
+        return torch.full((n_blocks,), _logit(step / max_step), **like)
 
     def penalty_weights(self) -> torch.Tensor:
         """``w~ = softmax(w)`` over (l1, MCP, SCAD)."""
@@ -150,15 +172,17 @@ class PLISANetwork(_PLISABase):
     """PLISA for sparse linear regression ``min 0.5 ||A beta - b||^2 + P_w(lambda, beta)``.
 
     Parameters: ``eta`` (d,), ``log_lam`` (d,) = ``log lambda*``, ``w`` (3,),
-    ``step`` (T,) in units of ``1 / ||A_i||_2^2``; ``n_layers`` = K.
+    ``step_logit`` (T,) (steps in units of ``1 / ||A_i||_2^2``); ``n_layers`` = K.
     """
 
     @classmethod
     def initial(cls, d: int, n_blocks: int, n_layers: int, lam_init: float, decay_init: float,
-                step_init: float = 1.0, lam0: str = "max", dtype=torch.float32, device=None) -> "PLISANetwork":
+                step_init: float = 1.0, lam0: str = "max", max_step: float = 8.0, dtype=torch.float32,
+                device=None) -> "PLISANetwork":
         full = lambda n, v: torch.full((n,), float(v), dtype=dtype, device=device)  # noqa: E731
         return cls(full(d, _logit(decay_init)), full(d, math.log(lam_init)), full(3, 0.0),
-                   full(n_blocks, step_init), n_layers, lam0)
+                   cls.step_logits(step_init, max_step, n_blocks, dtype=dtype, device=device), n_layers, lam0,
+                   max_step)
 
     def forward(self, observation: dict, keep: str = "blocks") -> list[torch.Tensor]:
         A, b = observation["A"], observation["b"]
@@ -168,73 +192,110 @@ class PLISANetwork(_PLISABase):
         lam = c.abs().amax(-1, keepdim=True).expand_as(c) if self.lam0 == "max" else c.abs()
         lam_star = torch.exp(self.log_lam)
         decay = torch.sigmoid(self.eta)
-        weights = self.penalty_weights()
+        weights, steps = self.penalty_weights(), self.steps()
         beta = torch.zeros_like(c)
+        G_beta = torch.zeros_like(c)  # G beta, carried from layer to layer
         outputs: list[torch.Tensor] = []
         for t in range(self.n_blocks):
             lam = torch.maximum(decay * lam, lam_star)  # eq. 7.5
-            alpha = self.step[t] * inv_L
+            alpha = (steps[t] * inv_L).expand(c.shape[0], 1)
             for k in range(self.n_layers):  # Algorithm 6
-                grad = (beta @ G if G.dim() == 2 else torch.bmm(G, beta.unsqueeze(-1)).squeeze(-1)) - c
-                grad = grad + concave_gradient(beta, lam, weights)
-                beta = soft_threshold(beta - alpha * grad, alpha * lam)
+                grad = G_beta - c + concave_gradient(beta, lam, weights)
+                beta, G_beta = self.safeguarded_step(G, beta, G_beta, grad, alpha, lam)
                 self._keep(outputs, beta, t, k, self.n_blocks, self.n_layers, keep)
         return outputs
 
+    @staticmethod
+    def safeguarded_step(G, beta, G_beta, grad, alpha, lam):
+        """``soft(beta - alpha grad, alpha lam)`` with the stability safeguard; returns it and ``G`` times it.
 
-def correlation(S: torch.Tensor):
-    """``R = D^{-1} S D^{-1}`` and ``D = diag(S)^{1/2}`` (``(N, d)``), batched."""
-    scale = torch.sqrt(torch.diagonal(S, dim1=-2, dim2=-1).clamp_min(torch.finfo(S.dtype).tiny))
-    return S / (scale.unsqueeze(-1) * scale.unsqueeze(-2)), scale
+        A step ``d`` is accepted when ``alpha d^T G d <= STABLE_CURVATURE ||d||^2``
+        (the gradient step does not expand along ``d``; always true for
+        ``alpha <= 2 / L``); otherwise that instance's step is halved, up to
+        ``MAX_BACKTRACK`` times, after which it keeps ``beta``. ``G d`` comes
+        from ``G beta_new``, which the next layer's gradient needs anyway.
+        """
+        shrink = torch.ones_like(alpha)
+        accepted = torch.zeros(beta.shape[0], dtype=torch.bool, device=beta.device)
+        out, G_out = beta, G_beta
+        for _ in range(MAX_BACKTRACK):
+            a = alpha * shrink
+            candidate = soft_threshold(beta - a * grad, a * lam)
+            G_candidate = _gram_times(G, candidate)
+            with torch.no_grad():
+                step = candidate - beta
+                curvature = a.squeeze(-1) * (step * (G_candidate - G_beta)).sum(-1)
+                ok = (curvature <= STABLE_CURVATURE * (step * step).sum(-1)) & ~accepted
+            out = torch.where(ok[:, None], candidate, out)
+            G_out = torch.where(ok[:, None], G_candidate, G_out)
+            accepted = accepted | ok
+            if bool(accepted.all()):
+                break
+            shrink = torch.where(accepted[:, None], shrink, 0.5 * shrink)
+        return out, G_out
+
+
+def _gram_times(G: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``G x`` for a symmetric ``G``, shared ``(d, d)`` or per instance ``(N, d, d)``.
+
+    The per-instance product is taken as ``x^T G`` (a row times each matrix),
+    several times faster on CPU than ``G x`` as a batched column product.
+    """
+    if G.dim() == 2:
+        return x @ G
+    return torch.bmm(x.unsqueeze(1), G).squeeze(1)
 
 
 class PLISAPrecisionNetwork(_PLISABase):
-    """PLISA for sparse precision estimation ``min -logdet Theta + tr(R Theta) + P_w(lambda, Theta_off)``.
+    """PLISA for sparse precision estimation ``min -logdet Theta + tr(S Theta) + P_w(lambda, Theta_off)``.
 
     Parameters: ``eta`` and ``log_lam`` (d, d) (symmetrised; diagonal unused),
-    ``w`` (3,), ``step`` (T,) in units of ``lambda_min(Theta)^2``, ``log_rho``
-    (the ridge of ``Theta_0``). See the module docstring for the safeguards.
+    ``w`` (3,), ``step_logit`` (T,) (steps in units of ``lambda_min(Theta)^2``),
+    ``log_rho`` (the ridge of ``Theta_0``). See the module docstring for the safeguards.
     """
 
-    def __init__(self, eta, log_lam, w, step, n_layers, lam0, log_rho):
-        super().__init__(eta, log_lam, w, step, n_layers, lam0)
+    def __init__(self, eta, log_lam, w, step_logit, n_layers, lam0, max_step, log_rho):
+        super().__init__(eta, log_lam, w, step_logit, n_layers, lam0, max_step)
         self.log_rho = nn.Parameter(log_rho.clone())
 
     @classmethod
     def initial(cls, d: int, n_blocks: int, n_layers: int, lam_init: float, decay_init: float,
-                step_init: float = 1.0, lam0: str = "max", rho_init: float = 1.0, dtype=torch.float32,
-                device=None) -> "PLISAPrecisionNetwork":
+                step_init: float = 1.0, lam0: str = "max", max_step: float = 8.0, rho_init: float = 1.0,
+                dtype=torch.float32, device=None) -> "PLISAPrecisionNetwork":
         full = lambda shape, v: torch.full(shape, float(v), dtype=dtype, device=device)  # noqa: E731
         return cls(full((d, d), _logit(decay_init)), full((d, d), math.log(lam_init)), full((3,), 0.0),
-                   full((n_blocks,), step_init), n_layers, lam0, full((), math.log(rho_init)))
+                   cls.step_logits(step_init, max_step, n_blocks, dtype=dtype, device=device), n_layers, lam0,
+                   max_step, full((), math.log(rho_init)))
 
     def forward(self, observation: dict, keep: str = "blocks") -> list[torch.Tensor]:
         S, M = observation["S"], observation["M"]
-        R, scale = correlation(S)
-        d = R.shape[-1]
-        eye = torch.eye(d, dtype=R.dtype, device=R.device)
-        off = offdiag_mask(d, R.device, R.dtype)
-        Theta = cholesky_inverse(torch.linalg.cholesky(R + torch.exp(self.log_rho) * eye))
-        # grad L(Theta_0) = R - Theta_0^{-1} = -rho I: its off-diagonal part is R's.
-        lam = (offdiag_abs_max(R)[:, None, None] * off) if self.lam0 == "max" else R.abs() * off
-        rate = torch.sqrt(math.log(d) / M.to(R.dtype).clamp_min(1.0))[:, None, None]
+        d = S.shape[-1]
+        eye = torch.eye(d, dtype=S.dtype, device=S.device)
+        off = offdiag_mask(d, S.device, S.dtype)  # the penalised entries (graphical lasso)
+        Theta = cholesky_inverse(torch.linalg.cholesky(S + torch.exp(self.log_rho) * eye))
+        # grad L(Theta_0) = S - Theta_0^{-1} = -rho I: its off-diagonal part is S's.
+        lam = (offdiag_abs_max(S)[:, None, None] * off) if self.lam0 == "max" else S.abs() * off
+        rate = torch.sqrt(math.log(d) / M.to(S.dtype).clamp_min(1.0))[:, None, None]
         lam_star = torch.exp(symmetrize(self.log_lam)) * rate
         decay = torch.sigmoid(symmetrize(self.eta))
-        weights = self.penalty_weights()
-        unscale = 1.0 / (scale.unsqueeze(-1) * scale.unsqueeze(-2))
+        weights, steps = self.penalty_weights(), self.steps()
         outputs: list[torch.Tensor] = []
         for t in range(self.n_blocks):
-            lam = torch.maximum(decay * lam, lam_star)  # eq. 7.5
+            lam = torch.maximum(decay * lam, lam_star) * off  # eq. 7.5; lambda = 0 on the diagonal
             for k in range(self.n_layers):
-                Theta = self.layer(Theta, R, lam, weights, self.step[t], eye, off)
-                self._keep(outputs, Theta * unscale, t, k, self.n_blocks, self.n_layers, keep)
+                Theta = self.layer(Theta, S, lam, weights, steps[t], eye)
+                self._keep(outputs, Theta, t, k, self.n_blocks, self.n_layers, keep)
         return outputs
 
     @staticmethod
-    def layer(Theta, R, lam, weights, step, eye, off) -> torch.Tensor:
-        """One modified proximal-gradient layer (Algorithm 6) with the positive-definiteness safeguard."""
-        grad = R - cholesky_inverse(torch.linalg.cholesky(Theta))
-        grad = grad + off * concave_gradient(Theta, lam, weights)
+    def layer(Theta, S, lam, weights, step, eye) -> torch.Tensor:
+        """One modified proximal-gradient layer (Algorithm 6) with the positive-definiteness safeguard.
+
+        ``lam`` is zero on the entries left unpenalised, the diagonal (then the
+        concave gradient and the soft-thresholding leave them alone).
+        """
+        grad = S - cholesky_inverse(torch.linalg.cholesky(Theta))
+        grad = grad + concave_gradient(Theta, lam, weights)
         # Differentiable (the backward of eigenvalues alone, V diag(g) V^T, is defined even at ties).
         low = torch.linalg.eigvalsh(Theta)[..., 0]
         alpha = step * (low**2)[:, None, None]
@@ -244,7 +305,7 @@ class PLISAPrecisionNetwork(_PLISABase):
         out = Theta
         for _ in range(MAX_BACKTRACK):
             a = alpha * shrink[:, None, None]
-            candidate = symmetrize(offdiag_soft_threshold(Theta - a * grad, a * lam))
+            candidate = symmetrize(soft_threshold(Theta - a * grad, a * lam))
             with torch.no_grad():
                 _, info = torch.linalg.cholesky_ex(candidate - (PD_MARGIN * low)[:, None, None].detach() * eye)
                 ok = (info == 0) & ~accepted
@@ -274,17 +335,19 @@ class PLISA(Solver):
 
     Hyper-parameters (see ``l2obench list``): ``n_blocks`` (T), ``n_layers``
     (K per block), ``gamma`` (eq. 7.7), ``lr``, ``lam_init``, ``decay_init``,
-    ``step_init``, ``lam0``, ``rho_init``, ``fresh_samples``. The problem is
-    recognised from the observation: ``S`` (precision) or ``A, b``
-    (regression). Fitted state: ``network_``.
+    ``step_init``, ``max_step``, ``lam0``, ``rho_init``, ``fresh_samples``. The
+    problem is recognised from the observation: ``S`` (precision) or ``A, b``
+    (regression). Training: ``l2obench.training.train`` on eq. 7.7 with the
+    family's ``loss``, early-stopped on the mean validation ``loss`` of the last
+    layer. Fitted state: ``network_``.
     """
 
     def _build(self, observation: dict, dtype, device) -> _PLISABase:
         kind = "spe" if "S" in observation else "slr"
         lam_init = DEFAULT_LAM_INIT[kind] if self.lam_init is None else self.lam_init
         common = dict(n_blocks=self.n_blocks, n_layers=self.n_layers, lam_init=lam_init,
-                      decay_init=self.decay_init, step_init=self.step_init, lam0=self.lam0, dtype=dtype,
-                      device=device)
+                      decay_init=self.decay_init, step_init=self.step_init, lam0=self.lam0,
+                      max_step=self.max_step, dtype=dtype, device=device)
         if kind == "spe":
             return PLISAPrecisionNetwork.initial(observation["S"].shape[-1], rho_init=self.rho_init, **common)
         return PLISANetwork.initial(observation["A"].shape[-1], **common)
@@ -322,10 +385,11 @@ class PLISA(Solver):
         self.set_params(**state["params"])
         w = state["weights"]
         if state["kind"] == "spe":
-            self.network_ = PLISAPrecisionNetwork(w["eta"], w["log_lam"], w["w"], w["step"], self.n_layers,
-                                                  self.lam0, w["log_rho"])
+            self.network_ = PLISAPrecisionNetwork(w["eta"], w["log_lam"], w["w"], w["step_logit"], self.n_layers,
+                                                  self.lam0, self.max_step, w["log_rho"])
         else:
-            self.network_ = PLISANetwork(w["eta"], w["log_lam"], w["w"], w["step"], self.n_layers, self.lam0)
+            self.network_ = PLISANetwork(w["eta"], w["log_lam"], w["w"], w["step_logit"], self.n_layers, self.lam0,
+                                         self.max_step)
         return self
 
     def to(self, device) -> "PLISA":

@@ -8,14 +8,33 @@ from __future__ import annotations
 
 # ISTA/FISTA at T = 20 and T = 100 as in thesis Table 5.2; lambda (and ISTA's
 # step) tuned on validation. tol = 0 runs exactly max_iter iterations.
+_LASSO_ONLY = ["lasso"]
 _CLASSICAL = [
-    {"solver": "ista", "label": "ISTA (T=20)", "params": {"max_iter": 20, "tol": 0.0}},
-    {"solver": "fista", "label": "FISTA (T=20)", "params": {"max_iter": 20, "tol": 0.0}},
-    {"solver": "ista", "label": "ISTA (T=100)", "params": {"max_iter": 100, "tol": 0.0}},
-    {"solver": "fista", "label": "FISTA (T=100)", "params": {"max_iter": 100, "tol": 0.0}},
+    {"solver": "ista", "label": "ISTA (T=20)", "params": {"max_iter": 20, "tol": 0.0}, "problems": _LASSO_ONLY},
+    {"solver": "fista", "label": "FISTA (T=20)", "params": {"max_iter": 20, "tol": 0.0}, "problems": _LASSO_ONLY},
+    {"solver": "ista", "label": "ISTA (T=100)", "params": {"max_iter": 100, "tol": 0.0}, "problems": _LASSO_ONLY},
+    {"solver": "fista", "label": "FISTA (T=100)", "params": {"max_iter": 100, "tol": 0.0}, "problems": _LASSO_ONLY},
+    {"solver": "ista", "label": "ISTA (converged)", "params": {"max_iter": 5000, "tol": 1e-4}, "problems": ["slr"]},
+    # Converged FISTA is the LASSO solution itself, on fixed and on per-instance designs.
     {"solver": "fista", "label": "FISTA (converged)", "params": {"max_iter": 2000, "tol": 1e-4}},
-    {"solver": "admm", "label": "ADMM (T=100)", "params": {"max_iter": 100, "tol": 0.0}},
+    {"solver": "admm", "label": "ADMM (T=100)", "params": {"max_iter": 100, "tol": 0.0}, "problems": _LASSO_ONLY},
 ]
+
+# Sparse precision estimation: the graphical lasso by scikit-learn (per instance) and by
+# two batched solvers, each run to convergence with alpha tuned on validation.
+_GRAPHICAL = [
+    {"solver": "glasso", "label": "GLASSO"},
+    {"solver": "gista", "label": "G-ISTA"},
+    {"solver": "covsel_admm", "label": "ADMM (covsel)"},
+]
+# APF (thesis 7.3.1) on SLR and SPE; the target lambda and the penalty (MCP or SCAD) tuned.
+_APF = {"solver": "apf", "label": "APF"}
+# GLAD and PLISA train on batches of 32 fresh instances at the small scale (about a minute
+# on a 2-core CPU at d = 20; batches of 128 are no better there and four times slower).
+_SMALL_BATCHES = {"scales": {"smoke": {"steps": 60, "batch_size": 16, "eval_every": 20, "patience": 3},
+                             "small": {"steps": 1000, "batch_size": 32, "eval_every": 50, "patience": 5}}}
+_GLAD = {"solver": "glad", "label": "GLAD", "budget": _SMALL_BATCHES}
+_PLISA = {"solver": "plisa", "label": "PLISA", "budget": _SMALL_BATCHES}
 
 _LISTA = {"solver": "lista", "label": "LISTA (T=20)", "params": {"n_layers": 20}}
 _LISTA_STOP = {"solver": "lista_stop", "label": "LISTA-stop (T<=20)", "params": {"n_layers": 20},
@@ -29,21 +48,30 @@ _RNNS = [{"solver": solver, "label": f"{label} (T=20)", "params": {"n_steps": 20
 _ALISTA = [{"solver": "alista", "label": "ALISTA (T=16)", "params": {"n_layers": 16}},
            {"solver": "lista_cpss", "label": "LISTA-CPSS (T=16)", "params": {"n_layers": 16}}]
 
+_SOLVERS = _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP, *_RNNS, *_GRAPHICAL, _APF, _GLAD, _PLISA]
+
 SMOKE = {
-    "description": "tiny LASSO problems; every solver of the sparse suite, seconds in all",
+    "description": "tiny LASSO, SLR and SPE problems; every solver of the sparse suite, seconds in all",
     "seeds": {"smoke": [0], "small": [0], "paper": [0]},
     "budget": {"steps": 300, "batch_size": 64, "eval_every": 50, "patience": 4},
     "problems": [
         {"family": "lasso", "label": "cs-tiny",
          "settings": {"m": 20, "n": 40, "p": 0.1, "snr": [20, 30, 40],
                       "n_train": 384, "n_val": 96, "n_test": 96}},
+        {"family": "slr", "label": "slr-tiny",
+         "settings": {"d": 32, "s": 3, "n_samples": [20, 28], "snr": 20, "n_train": 64, "n_val": 48, "n_test": 64}},
+        {"family": "spe", "label": "spe-tiny",
+         "settings": {"d": 8, "M": 20, "n_train": 32, "n_val": 24, "n_test": 32}},
     ],
-    "solvers": _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP, *_RNNS],
+    "solvers": _SOLVERS,
 }
 
 SPARSE = {
-    "description": "sparse recovery (thesis 5.5.1, Table 5.2): LASSO, classical vs learned",
-    "seeds": {"smoke": [0], "small": [0, 1], "paper": [0, 1, 2]},
+    "description": "sparse estimation, classical vs learned: LASSO (thesis 5.5.1, Table 5.2), sparse linear "
+                   "regression and sparse precision estimation (thesis 6.5, 7.7.1)",
+    # One seed at the small scale keeps the default run near a quarter of an hour on a
+    # 2-core CPU; `--seeds 0,1` adds the spread over seeds (and doubles the time).
+    "seeds": {"smoke": [0], "small": [0], "paper": [0, 1, 2]},
     "budget": {
         "steps": 50000, "batch_size": 512, "eval_every": 500, "patience": 10,
         "scales": {
@@ -76,6 +104,35 @@ SPARSE = {
          "settings": {"m": 250, "n": 500, "p": 0.1, "snr": [20], "condition_number": 1.0,
                       "n_train": 30000, "n_val": 1000, "n_test": 1000},
          "only_scales": ["paper"]},
+        # Sparse linear regression (thesis 7.7.1): a correlated design of its own per instance,
+        # 2000 training and 100 test problems at d = 256 and 1024.
+        {"family": "slr", "label": "slr",
+         "settings": {"d": 256, "s": 16, "n_samples": [96, 160], "snr": 20,
+                      "n_train": 2000, "n_val": 100, "n_test": 100},
+         "scales": {"smoke": {"d": 32, "s": 3, "n_samples": [20, 28], "n_train": 64, "n_val": 48, "n_test": 64},
+                    "small": {"d": 128, "s": 8, "n_samples": [48, 80], "n_train": 300, "n_val": 100,
+                              "n_test": 300}}},
+        {"family": "slr", "label": "slr-d1024",
+         "settings": {"d": 1024, "s": 32, "n_samples": [256, 384], "snr": 20,
+                      "n_train": 500, "n_val": 100, "n_test": 100},
+         "only_scales": ["paper"]},
+        # Sparse precision estimation (thesis 6.5, 7.7.1): Erdos-Renyi graphs at a small sample
+        # size M, where learning should help, ...
+        {"family": "spe", "label": "spe-er",
+         "settings": {"d": 50, "graph": "er", "M": 50, "n_train": 1000, "n_val": 100, "n_test": 100},
+         "scales": {"smoke": {"d": 8, "M": 20, "n_train": 32, "n_val": 24, "n_test": 32},
+                    "small": {"d": 20, "M": 20, "n_train": 200, "n_val": 50, "n_test": 200}}},
+        {"family": "spe", "label": "spe-er-d100",
+         "settings": {"d": 100, "graph": "er", "M": 100, "n_train": 1000, "n_val": 100, "n_test": 100},
+         "only_scales": ["paper"]},
+        # ... and the sample-complexity sweep of thesis Figure 6.2 on grid graphs: every split
+        # holds the M levels in equal numbers, metrics are reported per level (M=..).
+        {"family": "spe", "label": "spe-grid-sweep",
+         "settings": {"d": 36, "graph": "grid", "M": [10, 40, 160, 640, 2560],
+                      "n_train": 1000, "n_val": 100, "n_test": 500},
+         "scales": {"small": {"d": 16, "M": [20, 80, 320, 1280], "n_train": 200, "n_val": 40,
+                              "n_test": 200}},
+         "only_scales": ["small", "paper"]},
     ],
-    "solvers": _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP, *_RNNS],
+    "solvers": _SOLVERS,
 }

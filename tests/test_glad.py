@@ -9,35 +9,22 @@ import torch
 from scipy.linalg import sqrtm
 from sklearn.covariance import graphical_lasso
 
-from l2obench.contracts import Budget, FitContext, Instances
+from l2obench.contracts import Budget
+from l2obench.registry import Registry
+from l2obench.testing import check_solver, smoke_context
 from l2obench_plugins.glad import GLAD, GLADNetwork, am_theta_update, glad_loss
 from l2obench_plugins.lista import layer_weights
 
-PARAMS = dict(n_layers=10, hidden=3, t_init=0.1, lambda_init=1.0, threshold_diagonal=True, lr=0.03, gamma=0.9,
-              fresh_samples=True)
+REGISTRY = Registry()
+
+PARAMS = dict(n_layers=10, hidden=3, t_init=0.1, lambda_init=1.0, threshold_diagonal=True, output="z", lr=0.03,
+              gamma=0.9, fresh_samples=True)
 
 
-def sparse_precision_instances(n, d, M, seed, p=0.15):
-    """Erdos-Renyi precision matrices (off-diagonal weights U(-1, 1) on the edges, diagonal
-    shifted to a smallest eigenvalue of 1) and sample covariances of M Gaussian samples."""
-    gen = torch.Generator().manual_seed(seed)
-    edges = torch.triu((torch.rand(n, d, d, generator=gen) < p).double(), 1)
-    weights = torch.rand(n, d, d, generator=gen, dtype=torch.float64) * 2 - 1
-    off = edges * weights
-    off = off + off.transpose(1, 2)
-    eye = torch.eye(d, dtype=torch.float64)
-    Theta = off + (1 - torch.linalg.eigvalsh(off)[:, :1]).unsqueeze(-1) * eye
-    X = torch.randn(n, M, d, generator=gen, dtype=torch.float64) @ torch.linalg.cholesky(
-        torch.linalg.inv(Theta)).transpose(1, 2)
-    S = X.transpose(1, 2) @ X / M
-    return Instances(observed={"S": S.float(), "M": torch.full((n,), float(M))}, target={"Theta": Theta.float()})
-
-
-def context_for(d, M, budget, seed=0, n_val=64):
-    stream = iter(range(10_000, 10**9))
-    return FitContext(problem=None, train=sparse_precision_instances(64, d, M, seed + 1),
-                      val=sparse_precision_instances(n_val, d, M, seed + 2), budget=budget, seed=seed,
-                      draw_train=lambda n: sparse_precision_instances(n, d, M, next(stream)))
+def spe(d, M, budget=None, seed=0, n_val=32, n_test=32):
+    """A small ``spe`` fitting context (fresh training draws) and test split."""
+    settings = {"d": d, "M": M, "edge_prob": [0.1, 0.3], "n_train": 64, "n_val": n_val, "n_test": n_test}
+    return smoke_context(REGISTRY, "spe", settings, budget=budget, seed=seed)
 
 
 def nmse_db(estimate, target):
@@ -67,17 +54,24 @@ def random_spd(n, d, gen, dtype=torch.float64):
     return X @ X.transpose(1, 2) / d + 0.1 * torch.eye(d, dtype=dtype)
 
 
-def test_every_layer_is_symmetric_positive_definite():
+def test_every_layer_is_symmetric_and_every_theta_positive_definite():
     torch.manual_seed(0)
-    net = GLADNetwork(n_layers=6, hidden=4)
-    data = sparse_precision_instances(16, 8, 4, seed=3)  # M < d: S is singular
-    layers = net(data.observed["S"])
-    assert len(layers) == 6
-    for Theta in layers:
-        assert Theta.shape == (16, 8, 8)
-        assert torch.equal(Theta, Theta.transpose(1, 2))
+    _, data = spe(d=8, M=4, n_test=16)  # M < d: S is singular
+    S = data.observed["S"]
+    thetas = GLADNetwork(n_layers=6, hidden=4, output="theta")
+    zs = GLADNetwork(n_layers=6, hidden=4, output="z")
+    zs.load_state_dict(thetas.state_dict())
+    theta_layers, z_layers = thetas(S), zs(S)
+    assert len(theta_layers) == len(z_layers) == 6
+    for Theta, Z in zip(theta_layers, z_layers):
+        assert Theta.shape == Z.shape == (16, 8, 8)
+        assert torch.equal(Theta, Theta.transpose(1, 2)) and torch.equal(Z, Z.transpose(1, 2))
         assert (torch.linalg.eigvalsh(Theta.double()) > 0).all()
-    assert torch.equal(net(data.observed["S"], keep_all=False)[-1], layers[-1])
+        # Z is Theta soft-thresholded entry-wise (eq. 6.4): same signs, smaller magnitudes.
+        assert ((Z == 0) | (torch.sign(Z) == torch.sign(Theta))).all() and (Z.abs() <= Theta.abs()).all()
+    assert (z_layers[-1] == 0).any()
+    assert torch.equal(thetas(S, keep_all=False)[-1], theta_layers[-1])
+    assert torch.equal(zs(S, keep_all=False)[-1], z_layers[-1])
 
 
 def test_theta_update_is_the_minimiser_of_its_am_objective():
@@ -124,11 +118,12 @@ def test_theta_update_gradient_matches_finite_differences_even_with_repeated_eig
     assert torch.autograd.gradcheck(am_theta_update, (S_rep, Z_rep, lam_rep))
 
 
-def test_loss_gradient_in_the_parameters_matches_finite_differences():
+@pytest.mark.parametrize("output", ["theta", "z"])
+def test_loss_gradient_in_the_parameters_matches_finite_differences(output):
     """Eq. 6.5 through three GLAD cells, in float64, against finite differences."""
     torch.manual_seed(3)
-    net = GLADNetwork(n_layers=3, hidden=3).double()
-    data = sparse_precision_instances(3, 5, 8, seed=4)
+    net = GLADNetwork(n_layers=3, hidden=3, output=output).double()
+    _, data = spe(d=5, M=8, n_test=3)
     S, target = data.observed["S"].double(), data.target["Theta"].double()
     weights = layer_weights(3, 0.8, target)
     names = [name for name, _ in net.named_parameters()]
@@ -144,39 +139,43 @@ def test_loss_gradient_in_the_parameters_matches_finite_differences():
 
 
 def test_short_training_beats_the_untrained_network_and_tuned_glasso():
-    budget = Budget(steps=60, batch_size=32, eval_every=20, patience=5)
-    context = context_for(d=8, M=8, budget=budget, n_val=32)
+    context, test = spe(d=8, M=8, budget=Budget(steps=40, batch_size=32, eval_every=20, patience=5))
     model = GLAD(**{**PARAMS, "n_layers": 6}).fit(context)
     history = context.log["training"]
     assert history[0]["step"] == 0
     assert min(h["val_metric"] for h in history[1:]) < history[0]["val_metric"] - 0.5, history
-    test = sparse_precision_instances(32, 8, 8, seed=99)
     glad_db = nmse_db(model.solve(test.observation()).estimate, test.target["Theta"])
     glasso_db = tuned_glasso_db(context.val, test)
     assert glad_db < glasso_db, (glad_db, glasso_db)
 
 
 @pytest.mark.slow
-def test_training_at_d20_beats_tuned_glasso():
-    budget = Budget(steps=600, batch_size=32, eval_every=50, patience=6)
-    context = context_for(d=20, M=20, budget=budget, seed=5)
-    model = GLAD(**{**PARAMS, "n_layers": 15}).fit(context)
-    test = sparse_precision_instances(100, 20, 20, seed=98)
+@pytest.mark.parametrize("output", ["z", "theta"])
+def test_training_at_d20_m20_beats_tuned_glasso(output):
+    """The small scale's setting: GLAD ahead of the graphical lasso in NMSE at M = d = 20."""
+    context, test = spe(d=20, M=20, budget=Budget(steps=600, batch_size=32, eval_every=50, patience=6), seed=5,
+                        n_val=100, n_test=100)
+    model = GLAD(**{**PARAMS, "n_layers": 15, "output": output}).fit(context)
     glad_db = nmse_db(model.solve(test.observation()).estimate, test.target["Theta"])
     glasso_db = tuned_glasso_db(context.val, test)
     assert glad_db < glasso_db - 1.0, (glad_db, glasso_db)
 
 
 def test_state_dict_round_trip_with_weights_only_load():
-    context = context_for(d=6, M=10, budget=Budget(steps=5, batch_size=16, eval_every=5))
+    context, test = spe(d=6, M=10, budget=Budget(steps=5, batch_size=16, eval_every=5))
     model = GLAD(**{**PARAMS, "n_layers": 4}).fit(context)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
     clone = GLAD(**{**PARAMS, "n_layers": 1, "hidden": 7}).load_state_dict(torch.load(buffer, weights_only=True))
     assert clone.get_params() == model.get_params()
-    observation = context.val.observation()
+    observation = test.observation()
     solution = clone.solve(observation, trajectory=True)
     assert torch.equal(solution.estimate, model.solve(observation).estimate)
     assert len(solution.trajectory) == 4 and torch.equal(solution.trajectory[-1], solution.estimate)
     assert (solution.iterations == 4).all()
+
+
+def test_solver_contract():
+    check_solver(REGISTRY, "glad", "spe", {"d": 6, "M": 10, "n_train": 32, "n_val": 16, "n_test": 16},
+                 params={"n_layers": 3}, budget=Budget(steps=4, batch_size=16, eval_every=2))

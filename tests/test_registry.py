@@ -87,8 +87,10 @@ def test_registered_helper_and_unknown_names():
     with registered(plugin) as registry:
         assert "tmp_solver" in registry.solvers
     assert "tmp_solver" not in Registry().solvers
-    with pytest.raises(UnknownNameError, match="valid solvers: admm, alista, fista, ista, lista, lista_cpss, lista_stop, rnn, rnn_l1"):
-        Registry().solver("nope")
+    registry = Registry()
+    with pytest.raises(UnknownNameError, match="valid solvers: " + ", ".join(sorted(registry.solvers))) as error:
+        registry.solver("nope")
+    assert "admm, alista, apf" in str(error.value)
     with pytest.raises(UnknownNameError, match="valid parameter of fista"):
         Registry().solver("fista").resolve({"lamda": 1})
 

@@ -13,18 +13,27 @@ REGISTRY = Registry()
 
 def test_sparse_suite_plans_table_5_2_rows_at_each_scale():
     small = plan(REGISTRY, "sparse", SPARSE, scale="small")
-    labels = list(dict.fromkeys(c.solver_label for c in small))
+    lasso = [c for c in small if c.family == "lasso"]
+    labels = list(dict.fromkeys(c.solver_label for c in lasso))
     assert {"ISTA (T=20)", "FISTA (T=20)", "ISTA (T=100)", "FISTA (T=100)", "LISTA (T=20)"} <= set(labels)
-    assert {c.seed for c in small} == {0, 1}
-    assert {(c.settings["m"], c.settings["n"]) for c in small} == {(125, 250)}
-    assert {c.problem_label: c.settings["condition_number"] for c in small} == {"cs-mixed": None, "l2s-kappa5": 5.0}
+    assert {c.seed for c in small} == {0}
+    assert {(c.settings["m"], c.settings["n"]) for c in lasso} == {(125, 250)}
+    assert {c.problem_label: c.settings["condition_number"] for c in lasso} == {"l2s-kappa5": 5.0}
+    assert {c.problem_label for c in small} == {"l2s-kappa5", "slr", "spe-er", "spe-grid-sweep"}
     paper = plan(REGISTRY, "sparse", SPARSE, scale="paper")
-    assert {(c.settings["m"], c.settings["n"]) for c in paper} == {(250, 500)}
-    assert {c.problem_label for c in paper} == {"cs-mixed", "l2s-kappa5", "cpss-noiseless", "cpss-snr20"}
-    assert {c.problem_label for c in plan(REGISTRY, "sparse", SPARSE, scale="smoke")} == {"cs-mixed"}
+    assert {(c.settings["m"], c.settings["n"]) for c in paper if c.family == "lasso"} == {(250, 500)}
+    assert {c.problem_label for c in paper if c.family == "lasso"} == {"cs-mixed", "l2s-kappa5", "cpss-noiseless",
+                                                                       "cpss-snr20"}
+    assert {c.settings["d"] for c in paper if c.family == "slr"} == {256, 1024}
+    assert {c.settings["d"] for c in paper if c.family == "spe" and c.settings["graph"] == "er"} == {50, 100}
+    assert {c.problem_label for c in plan(REGISTRY, "sparse", SPARSE, scale="smoke")} == {"cs-mixed", "slr", "spe-er"}
     assert paper[0].budget != small[0].budget and isinstance(small[0].budget, Budget)
     ista20 = next(c for c in small if c.solver_label == "ISTA (T=20)")
     assert ista20.params["max_iter"] == 20 and ista20.fixed_params == ("max_iter", "tol")
+    # each solver runs on the families it supports: the T=20/T=100 rows on the LASSO only
+    assert {c.family for c in small if c.solver_label == "ISTA (T=20)"} == {"lasso"}
+    assert {c.family for c in small if c.solver_label == "FISTA (converged)"} == {"lasso", "slr"}
+    assert {c.family for c in small if c.solver_label == "PLISA"} == {"slr", "spe"}
     # cells of one problem and seed are adjacent, so data are generated once
     keys = [c.data_key for c in small]
     assert keys == sorted(keys, key=keys.index)

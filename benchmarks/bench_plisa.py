@@ -13,7 +13,8 @@ SETTINGS = {
 
 
 class PLISAInference:
-    """A batched forward pass: 256 SLR instances (d = 128, n = 64..96) or 64 SPE instances (d = 30).
+    """A batched forward pass with the default depth (SLR: T = 10 blocks of K = 5 layers; SPE: 5 x 4):
+    256 SLR instances (d = 128, n = 64..96) or 64 SPE instances (d = 30).
 
     Networks are fitted for one step (the pass costs the same trained or not;
     on SPE the backtracking of untrained steps may cost a little more).

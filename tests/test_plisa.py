@@ -353,7 +353,9 @@ def test_state_dict_round_trip_reproduces_estimates(family):
 def test_registered_for_slr_and_spe():
     assert SPEC.learned and set(SPEC.families) == {"slr", "spe"}
     model = SPEC.build()
-    assert model.n_blocks * model.n_layers > 0
+    assert model.resolved("slr") == {"lam_init": 0.05, "n_blocks": 10, "n_layers": 5}
+    assert model.resolved("spe") == {"lam_init": 0.5, "n_blocks": 5, "n_layers": 4}
+    assert SPEC.build(n_layers=3).resolved("spe")["n_layers"] == 3
 
 
 @pytest.mark.parametrize("family, settings", [
@@ -363,7 +365,7 @@ def test_registered_for_slr_and_spe():
     ("spe", {"d": 6, "M": 10, "n_train": 64, "n_val": 32, "n_test": 32}),
 ])
 def test_solver_contract_on_the_registered_families(family, settings):
-    solution = check_solver(Registry(), "plisa", family, settings, params={"n_blocks": 2, "n_layers": 2},
+    solution = check_solver(Registry(), "plisa", family, settings, params={"n_blocks": 2},  # K: the default
                             budget=Budget(steps=5, batch_size=16, eval_every=5, patience=1))
     if family == "spe":
         assert is_positive_definite(solution.estimate).all()

@@ -11,9 +11,9 @@ from l2obench.contracts import Budget, FitContext
 from l2obench.ops import soft_threshold
 from l2obench.registry import Registry
 from l2obench.testing import check_solver, registered, smoke_context
-from l2obench_plugins.alista import (ALISTA, LISTACPSS, ALISTANetwork, LISTACPSSNetwork, analytic_step_scale,
-                                     analytic_weight,
-                                     analytic_weight_pgd, support_percentages, support_selection)
+from l2obench_plugins.alista import (ALISTA, LISTACPSS, ALISTANetwork, LISTACPSSNetwork, analytic_design,
+                                     analytic_step_scale, analytic_weight, analytic_weight_pgd, support_percentages,
+                                     support_selection)
 from l2obench_plugins.proximal_gradient import ISTA
 
 REGISTRY = Registry()
@@ -238,9 +238,12 @@ def test_batched_analytic_weight_is_the_per_instance_one_and_ignores_padding():
         torch.testing.assert_close(W[i, :m], analytic_weight(A[i, :m]), rtol=0, atol=1e-9)
         assert W[i, m:].abs().max() == 0 if m < A.shape[1] else True
         torch.testing.assert_close(torch.diagonal(W[i].T @ A[i]), torch.ones(A.shape[-1], dtype=A.dtype))
-    scale = analytic_step_scale(A, W)
+    scale = analytic_design(A)[1]
     assert scale.shape == (len(A),)
+    torch.testing.assert_close(scale, analytic_step_scale(A, W))  # the SVD reference
     torch.testing.assert_close(scale[0], analytic_step_scale(A[0, :counts[0]], W[0, :counts[0]]))
+    wide = _padded_designs(N=3, rows=(30, 36), n=24)[0]  # m > n: C is singular
+    torch.testing.assert_close(analytic_design(wide)[1], analytic_step_scale(wide, analytic_weight(wide)))
 
 
 def test_alista_on_per_instance_designs_matches_the_fixed_design_network():

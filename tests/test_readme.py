@@ -26,10 +26,13 @@ def test_plugin_example_passes_the_solver_contract(tmp_path):
 
 def test_suite_file_example_plans(tmp_path):
     path = tmp_path / "my_suite.toml"
-    path.write_text(_block("toml", 'description = "FISTA vs LISTA'))
+    path.write_text(_block("toml", 'description = "FISTA vs LISTA on a noiseless'))
     cells = plan(Registry(), str(path), load_suite_file(path), scale="small")
-    assert [c.solver_label for c in cells] == ["FISTA (T=20)", "lista", "rnn_l1"] * 2
+    pairs = [(c.problem_label, c.solver_label) for c in cells]
+    assert pairs == [("cs-noiseless", s) for s in ("FISTA (T=20)", "lista", "rnn_l1")] * 2 + \
+        [("regression", s) for s in ("FISTA (T=20)", "apf")] * 2
     assert cells[0].settings["snr"] == [float("inf")] and cells[1].budget.steps == 3000
     assert (cells[2].budget.steps, cells[2].budget.batch_size) == (1000, 16)
     smoke = plan(Registry(), str(path), load_suite_file(path), scale="smoke")
-    assert [c.solver_label for c in smoke] == ["FISTA (T=20)", "lista"] and smoke[1].budget.steps == 100
+    assert [c.solver_label for c in smoke] == ["FISTA (T=20)", "lista", "FISTA (T=20)", "apf"]
+    assert smoke[1].budget.steps == 100

@@ -1,6 +1,7 @@
 """The command line end to end: smoke suite, leaderboards, bad input, faults, resume."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -194,7 +195,10 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, faulty):
     env = {**os.environ, "L2OBENCH_TEST_MARKER": str(tmp_path / "marker")}
     cmd = [sys.executable, "-m", "l2obench.cli", "run", "--suite", str(suite), "--plugin", str(faulty),
            "--results", str(results), "--no-progress"]
-    first = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # A shell that starts this test in the background ignores SIGINT, and Python keeps an
+    # inherited "ignore": restore the default so that the child gets KeyboardInterrupt.
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert first.returncode == 130, first.stdout + first.stderr
     assert "--resume" in first.stderr and "Traceback" not in first.stderr
     done = list((results / "cells").glob("*.parquet"))

@@ -94,7 +94,9 @@ def table(df: pd.DataFrame, metrics: Sequence[str] | None = None, split: str = "
                                   "std": values.std(ddof=1) if len(values) > 1 else math.nan,
                                   "n": len(values), "status": bad.get((problem, solver)), "best": False}
             finite = {s: c["mean"] for s, c in column.items() if math.isfinite(c["mean"])}
-            if finite and direction in ("lower", "higher") and metric not in {m for m, *_ in TIMING_COLUMNS}:
+            # No best when every solver ties (e.g. a probability of success of 0 for all).
+            tied = len(finite) > 1 and len(set(finite.values())) == 1
+            if finite and not tied and direction in ("lower", "higher") and metric not in {m for m, *_ in TIMING_COLUMNS}:
                 pick = min if direction == "lower" else max
                 best = pick(finite.values())
                 for s, v in finite.items():

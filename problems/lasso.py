@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 
 from l2obench.contracts import Instances, Measurement, Metric, ProblemFamily
+from l2obench_problems.levels import level_index, per_level, snr_levels
 
 NMSE_DB = Metric("nmse_db", "lower", "dB", "10 log10(sum ||x - x*||^2 / sum ||x*||^2) over the split")
 NMSE = Metric("nmse", "lower", "", "sum ||x - x*||^2 / sum ||x*||^2 over the split (linear)")
@@ -50,13 +51,6 @@ def _check_p(p: float) -> None:
         raise ValueError(f"p must lie in (0, 1], got {p}")
 
 
-def _levels(snr) -> list[float]:
-    levels = snr if isinstance(snr, (list, tuple)) else [snr]
-    if not levels:
-        raise ValueError("snr needs at least one level")
-    return [math.inf if s is None else float(s) for s in levels]
-
-
 class Lasso(ProblemFamily):
     """Sparse recovery ``b = A x* + e`` with a fixed ``A`` per setting and seed.
 
@@ -73,14 +67,14 @@ class Lasso(ProblemFamily):
         if self.m <= 0 or self.n <= 0:
             raise ValueError("m and n must be positive")
         _check_p(self.p)
-        self.levels = _levels(self.snr)
+        self.levels = snr_levels(self.snr)
         self.ood, self.n_ood = settings.get("ood") or {}, settings.get("n_ood")
         ood = self.ood
         unknown = set(ood) - OOD_KEYS
         if unknown:
             raise ValueError(f"ood may override {', '.join(sorted(OOD_KEYS))}; got {', '.join(sorted(unknown))}")
         _check_p(ood.get("p", self.p))
-        self.ood_levels = _levels(ood.get("snr", self.snr))
+        self.ood_levels = snr_levels(ood.get("snr", self.snr))
 
     def split_sizes(self) -> dict[str, int]:
         sizes = {"train": self.n_train, "val": self.n_val, "test": self.n_test}
@@ -109,7 +103,7 @@ class Lasso(ProblemFamily):
         clean = x @ A.T
         # Every split (and every fresh training batch) holds the levels in equal
         # numbers, so train and test metrics compare like with like (the gap).
-        snr = torch.tensor(levels, dtype=torch.float64)[torch.arange(n) % len(levels)]
+        snr = torch.tensor(levels, dtype=torch.float64)[level_index(n, len(levels))]
         sigma = clean.std(dim=1).double() * torch.pow(10.0, -snr / 20.0)
         noise = torch.randn(n, self.m, generator=generator) * sigma.float().unsqueeze(1)
         return Instances(observed={"b": clean + noise}, target={"x": x}, shared={"A": A},
@@ -121,14 +115,12 @@ class Lasso(ProblemFamily):
     def evaluate(self, estimate: torch.Tensor, instances: Instances,
                  per_subset: bool = True) -> list[Measurement]:
         x = instances.target["x"]
-        value = nmse(estimate, x)
-        out = [Measurement("nmse", value), Measurement("nmse_db", to_db(value))]
-        levels = sorted(set(instances.groups["snr"].tolist()))
-        if per_subset and len(levels) > 1:
-            snr = instances.groups["snr"]
-            for level in levels:
-                mask = snr == level
-                level_value = nmse(estimate[mask], x[mask])
-                label = snr_label(level)
-                out += [Measurement("nmse", level_value, label), Measurement("nmse_db", to_db(level_value), label)]
+
+        def measure(mask, subset: str) -> list[Measurement]:
+            value = nmse(estimate[mask], x[mask])
+            return [Measurement("nmse", value, subset), Measurement("nmse_db", to_db(value), subset)]
+
+        out = measure(slice(None), "all")
+        if per_subset:
+            out += per_level(instances.groups["snr"], snr_label, measure)
         return out

@@ -63,6 +63,7 @@ from typing import Any, Mapping
 import torch
 
 from l2obench.contracts import Instances, Measurement, Metric, ProblemFamily
+from l2obench_problems.levels import as_levels, level_index, per_level, snr_levels
 from l2obench_problems.lasso import NMSE, NMSE_DB, nmse, snr_label, to_db
 
 L2_ERROR = Metric("l2_error", "lower", "", "mean over instances of ||beta - beta*||_2 (thesis Fig. 7.4)")
@@ -72,19 +73,6 @@ RECALL = Metric("support_recall", "higher", "", "pooled over the split: true non
 F1 = Metric("support_f1", "higher", "", "harmonic mean of support precision and recall")
 HOLDOUT_MSE = Metric("holdout_mse", "lower", "",
                      "sum ||A_holdout beta - b_holdout||^2 / number of held-out samples, over the split")
-
-
-def as_levels(value, name: str, convert=float) -> list:
-    """A setting that is one value or a list of levels, as a non-empty list."""
-    levels = list(value) if isinstance(value, (list, tuple)) else [value]
-    if not levels:
-        raise ValueError(f"{name} needs at least one level")
-    return [convert(v) for v in levels]
-
-
-def level_index(n: int, levels: int) -> torch.Tensor:
-    """Level of each of ``n`` instances: equal numbers per level in every split."""
-    return torch.arange(n) % levels
 
 
 def support_counts(estimate: torch.Tensor, truth: torch.Tensor, tol: float) -> tuple[float, float, float]:
@@ -142,7 +130,7 @@ class SparseLinearRegression(ProblemFamily):
             raise ValueError(f"rho (design correlation) must lie in [0, 1), got {self.rho}")
         if not 0.0 < self.beta_min <= self.beta_max:
             raise ValueError(f"need 0 < beta_min <= beta_max, got {self.beta_min}, {self.beta_max}")
-        self.levels = as_levels(self.snr, "snr", lambda v: math.inf if v is None else float(v))
+        self.levels = snr_levels(self.snr)
         if self.support_tol < 0:
             raise ValueError(f"support_tol must be >= 0, got {self.support_tol}")
         if not isinstance(self.supervised, bool):
@@ -253,11 +241,7 @@ class SparseLinearRegression(ProblemFamily):
     def evaluate(self, estimate: torch.Tensor, instances: Instances,
                  per_subset: bool = True) -> list[Measurement]:
         out = self._measure(estimate, instances.target, "all")
-        snr = instances.groups["snr"]
-        levels = sorted(set(snr.tolist()))
-        if per_subset and len(levels) > 1:
-            for level in levels:
-                mask = snr == level
-                part = {k: v[mask] for k, v in instances.target.items()}
-                out += self._measure(estimate[mask], part, snr_label(level))
+        if per_subset:
+            out += per_level(instances.groups["snr"], snr_label, lambda mask, subset: self._measure(
+                estimate[mask], {k: v[mask] for k, v in instances.target.items()}, subset))
         return out

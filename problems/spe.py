@@ -57,7 +57,7 @@ import torch
 
 from l2obench.contracts import Instances, Measurement, Metric, ProblemFamily
 from l2obench_problems.lasso import NMSE, NMSE_DB, nmse, to_db
-from l2obench_problems.slr import as_levels, level_index
+from l2obench_problems.levels import as_levels, level_index, per_level
 
 FROBENIUS = Metric("frobenius_sq", "lower", "", "mean over instances of ||Theta - Theta*||_F^2 (thesis Table 7.1)")
 SUCCESS = Metric("success", "higher", "",
@@ -224,10 +224,7 @@ class SparsePrecisionEstimation(ProblemFamily):
                  per_subset: bool = True) -> list[Measurement]:
         theta = instances.target["Theta"]
         out = self._measure(estimate, theta, "all")
-        M = instances.groups["M"]
-        levels = sorted(set(M.tolist()))
-        if per_subset and len(levels) > 1:
-            for level in levels:
-                mask = M == level
-                out += self._measure(estimate[mask], theta[mask], f"M={int(level)}")
+        if per_subset:
+            out += per_level(instances.groups["M"], lambda level: f"M={int(level)}",
+                             lambda mask, subset: self._measure(estimate[mask], theta[mask], subset))
         return out

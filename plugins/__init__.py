@@ -227,7 +227,9 @@ COVSEL_ADMM = SolverSpec(
 )
 
 # APF's target lambda (log-spaced, one grid for both families): measured best on validation near
-# 0.1 with MCP/SCAD on SLR (d = 128, 20 dB) and SPE (d = 50, M = 100); l1 near 0.02-0.05.
+# 0.1 with MCP/SCAD on SLR (d = 128, 20 dB) and SPE (d = 50, M = 100); l1 near 0.02-0.05. The
+# penalty is tuned too: at M = d (SPE, d = M = 20) MCP and SCAD, which stop shrinking large entries,
+# are 7-20 dB worse than l1 at every lambda below 0.5 (the near-singular S is barely regularised).
 APF_LAMBDA_GRID = (0.02, 0.04, 0.07, 0.13, 0.25, 0.5)
 
 APF = SolverSpec(
@@ -239,7 +241,8 @@ APF = SolverSpec(
                 "proximal-gradient blocks with MCP/SCAD, line search; batched",
     params={
         "lam": Param(0.1, APF_LAMBDA_GRID, "target lambda of the last stage (SPE: off-diagonal entries only)"),
-        "penalty": Param("mcp", ("mcp", "scad"), "mcp (gamma = 3), scad (a = 3.7) or l1"),
+        "penalty": Param("mcp", ("mcp", "scad", "l1"),
+                         "mcp (gamma = 3), scad (a = 3.7) or l1 (the LASSO / graphical lasso path)"),
         "eta": Param(0.9, help="stage ratio lambda_t = eta lambda_{t-1} (the paper's [0.9, 1))"),
         "max_iter": Param(3000, help="maximum proximal steps per instance over all stages"),
         "tol": Param(1e-4, help="the target stage stops when its stationarity measure is below tol * lam "

@@ -91,10 +91,11 @@ STABLE_CURVATURE = 2.0
 MAX_BACKTRACK = 10
 EVAL_CHUNK = 1024
 # Defaults of the spec's null hyper-parameters, per problem. lambda*: absolute for SLR (unit-norm
-# columns), in units of (log d / M)^{1/2} for SPE. Blocks x layers: on SLR (d = 128) 50 layers reach
-# the converged MCP estimate (20 are 2 dB short); on SPE (d = 20, M = 20) 50 layers gain nothing
-# over 20 and cost 2.5 times as much.
-DEFAULTS = {"slr": {"lam_init": 0.05, "n_blocks": 10, "n_layers": 5},
+# columns), in units of (log d / M)^{1/2} for SPE. Blocks x layers: on SLR (d = 128, s = 8) 100
+# layers come within 0.3 dB of least squares on the true support (-27.9 against -28.2 dB), 50 are
+# 1.2 dB short and train in half the time; on SPE (d = 20, M = 20) 50 layers gain nothing over 20
+# and cost 2.5 times as much.
+DEFAULTS = {"slr": {"lam_init": 0.05, "n_blocks": 20, "n_layers": 5},
             "spe": {"lam_init": 0.5, "n_blocks": 5, "n_layers": 4}}
 
 

@@ -27,10 +27,8 @@ _GRAPHICAL = [
     {"solver": "gista", "label": "G-ISTA"},
     {"solver": "covsel_admm", "label": "ADMM (covsel)"},
 ]
-# APF (thesis 7.3.1) on SLR and SPE; the target lambda and the penalty (MCP or SCAD) tuned
-# on SLR; on SPE, where SCAD tunes best, the penalty is fixed (halves APF's tuning time there).
-_APF = [{"solver": "apf", "label": "APF", "problems": ["slr"]},
-        {"solver": "apf", "label": "APF", "params": {"penalty": "scad"}, "problems": ["spe"]}]
+# APF (thesis 7.3.1) on SLR and SPE; the target lambda and the penalty (MCP, SCAD or l1) tuned.
+_APF = {"solver": "apf", "label": "APF"}
 # GLAD and PLISA train on batches of 32 fresh instances at the small scale (about a minute
 # on a 2-core CPU at d = 20; batches of 128 are no better there and four times slower).
 _SMALL_BATCHES = {"scales": {"smoke": {"steps": 60, "batch_size": 16, "eval_every": 20, "patience": 3},
@@ -52,7 +50,7 @@ _RNNS = [{"solver": solver, "label": f"{label} (T=20)", "params": {"n_steps": 20
 _ALISTA = [{"solver": "alista", "label": "ALISTA (T=16)", "params": {"n_layers": 16}},
            {"solver": "lista_cpss", "label": "LISTA-CPSS (T=16)", "params": {"n_layers": 16}}]
 
-_SOLVERS = _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP, *_RNNS, *_GRAPHICAL, *_APF, _GLAD, _PLISA]
+_SOLVERS = _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP, *_RNNS, *_GRAPHICAL, _APF, _GLAD, _PLISA]
 
 SMOKE = {
     "description": "tiny LASSO, SLR and SPE problems; every solver of the sparse suite, seconds in all",

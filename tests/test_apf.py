@@ -46,7 +46,7 @@ def test_registered_for_slr_and_spe():
     spec = Registry().solver("apf")
     assert spec == APF_SPEC and set(spec.families) == {"slr", "spe"} and not spec.learned
     assert all(p.help for p in spec.params.values())
-    assert set(spec.params["penalty"].grid) == {"mcp", "scad"}
+    assert set(spec.params["penalty"].grid) == {"mcp", "scad", "l1"}
 
 
 @pytest.mark.parametrize("eta", [1e-9, 0.9])  # one stage at the target, or the whole path

@@ -353,7 +353,7 @@ def test_state_dict_round_trip_reproduces_estimates(family):
 def test_registered_for_slr_and_spe():
     assert SPEC.learned and set(SPEC.families) == {"slr", "spe"}
     model = SPEC.build()
-    assert model.resolved("slr") == {"lam_init": 0.05, "n_blocks": 10, "n_layers": 5}
+    assert model.resolved("slr") == {"lam_init": 0.05, "n_blocks": 20, "n_layers": 5}
     assert model.resolved("spe") == {"lam_init": 0.5, "n_blocks": 5, "n_layers": 4}
     assert SPEC.build(n_layers=3).resolved("spe")["n_layers"] == 3
 

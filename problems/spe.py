@@ -37,7 +37,8 @@ averaged over instances (Table 7.1); two probabilities of success over
 instances: ``success``, the thesis' PS (line ~1460),
 ``P[sign_tol(Theta_ij) = sign(Theta*_ij) for every edge (i, j) of Theta*]``,
 every true edge found with its sign (false edges are not counted: read it
-with FPR / FDR, since a dense estimate with the right signs scores 1), and
+with FPR / FDR, since a dense estimate with the right signs scores 1; a
+graph without edges counts as a success), and
 ``exact_recovery``, the estimated signed edge set equals the true one
 (also ``sign_tol(Theta_ij) = 0 = Theta*_ij`` on every non-edge; the sign
 consistency of Ravikumar et al. [142]); and TPR, FPR, FDR of the (unsigned)

@@ -1,4 +1,4 @@
-"""Settings with several levels (SNR levels, sample sizes) shared by the problem families.
+"""Settings shared by the problem families: levels (SNR levels, sample sizes) and split sizes.
 
 Every split holds the levels in equal numbers (so train and test metrics compare
 like with like), and ``evaluate`` reports each metric per level as well as overall.
@@ -38,3 +38,14 @@ def per_level(group: torch.Tensor, label: Callable[[float], str],
     if len(levels) < 2:
         return []
     return [m for level in levels for m in measure(group == level, label(level))]
+
+
+def checked_split_sizes(family) -> dict[str, int]:
+    """``{"train": n_train, "val": n_val, "test": n_test}`` of a family, each checked to be a positive integer."""
+    sizes = {}
+    for split in ("train", "val", "test"):
+        value = getattr(family, f"n_{split}")
+        if int(value) != value or value < 1:
+            raise ValueError(f"n_{split} must be a positive integer, got {value}")
+        sizes[split] = int(value)
+    return sizes

@@ -63,7 +63,7 @@ from typing import Any, Mapping
 import torch
 
 from l2obench.contracts import Instances, Measurement, Metric, ProblemFamily
-from l2obench_problems.levels import as_levels, level_index, per_level, snr_levels
+from l2obench_problems.levels import as_levels, checked_split_sizes, level_index, per_level, snr_levels
 from l2obench_problems.lasso import NMSE, NMSE_DB, nmse, snr_label, to_db
 
 L2_ERROR = Metric("l2_error", "lower", "", "mean over instances of ||beta - beta*||_2 (thesis Fig. 7.4)")
@@ -149,12 +149,10 @@ class SparseLinearRegression(ProblemFamily):
             if h_lo < 1 or self.n_range[0] - h_lo < 1:
                 raise ValueError(f"holdout {h!r} must leave at least one held-out and one observed sample "
                                  f"for n_samples = {self.n_range[0]}")
-        for key in ("n_train", "n_val", "n_test"):
-            if int(getattr(self, key)) != getattr(self, key) or getattr(self, key) < 1:
-                raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
+        checked_split_sizes(self)
 
     def split_sizes(self) -> dict[str, int]:
-        return {"train": int(self.n_train), "val": int(self.n_val), "test": int(self.n_test)}
+        return checked_split_sizes(self)
 
     def correlation_factor(self) -> torch.Tensor:
         """Cholesky factor ``L`` (float64) of ``Sigma_jk = rho^|j - k|``: rows ``z L^T`` have covariance Sigma."""

@@ -62,7 +62,7 @@ import torch
 
 from l2obench.contracts import Instances, Measurement, Metric, ProblemFamily
 from l2obench_problems.lasso import NMSE, NMSE_DB, nmse, to_db
-from l2obench_problems.levels import as_levels, level_index, per_level
+from l2obench_problems.levels import as_levels, checked_split_sizes, level_index, per_level
 
 FROBENIUS = Metric("frobenius_sq", "lower", "", "mean over instances of ||Theta - Theta*||_F^2 (thesis Table 7.1)")
 SUCCESS = Metric("success", "higher", "",
@@ -159,12 +159,10 @@ class SparsePrecisionEstimation(ProblemFamily):
         self.levels = [int(m) for m in self.levels]
         if self.edge_tol < 0:
             raise ValueError(f"edge_tol must be >= 0, got {self.edge_tol}")
-        for key in ("n_train", "n_val", "n_test"):
-            if int(getattr(self, key)) != getattr(self, key) or getattr(self, key) < 1:
-                raise ValueError(f"{key} must be a positive integer, got {getattr(self, key)}")
+        checked_split_sizes(self)
 
     def split_sizes(self) -> dict[str, int]:
-        return {"train": int(self.n_train), "val": int(self.n_val), "test": int(self.n_test)}
+        return checked_split_sizes(self)
 
     def draw_precision(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` precision matrices ``Theta*`` (float64, ``(n, d, d)``) with smallest eigenvalue 1."""

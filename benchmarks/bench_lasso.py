@@ -46,17 +46,23 @@ class BatchedFISTA:
 
 
 class LISTATraining:
-    """Ten LISTA training steps (T = 20, batch 128) at the small scale's size."""
+    """LISTA training (T = 20, batch 128) at the small scale's size: ten steps of the joint
+    schedule (all layers on the layer-weighted loss), or one step in each of the progressive
+    schedule's T * 3 stages (layer t alone, then layers 1..t at two decayed learning rates),
+    each stage with its validation before and after."""
 
+    params = ["joint", "progressive"]
+    param_names = ["schedule"]
     timeout = 300
 
-    def setup(self):
+    def setup(self, schedule):
+        steps = 10 if schedule == "joint" else 20 * 3
         self.context, _ = smoke_context(REGISTRY, "lasso", {"m": 125, "n": 250, "n_train": 256, "n_val": 128,
                                                           "n_test": 8},
-                                        budget=Budget(steps=10, batch_size=128, eval_every=1000, patience=1))
+                                        budget=Budget(steps=steps, batch_size=128, eval_every=1000, patience=1))
 
-    def time_ten_training_steps(self):
-        REGISTRY.solver("lista").build().fit(self.context)
+    def time_training(self, schedule):
+        REGISTRY.solver("lista").build(schedule=schedule).fit(self.context)
 
 
 class SmokeCell:
@@ -95,11 +101,13 @@ class LearnedInference:
         budget = Budget(steps=1, batch_size=32, eval_every=1000, patience=1)
         context, test = smoke_context(REGISTRY, "lasso", {"m": 125, "n": 250, "n_train": 64, "n_val": 64,
                                                           "n_test": 1500}, budget=budget)
-        self.model = REGISTRY.solver(solver).build(**({"policy_steps": 1} if solver == "lista_stop" else {}))
+        # The joint schedule: one training step (the progressive one would take one per stage).
+        self.model = REGISTRY.solver(solver).build(schedule="joint",
+                                                   **({"policy_steps": 1} if solver == "lista_stop" else {}))
         self.model.fit(context)
         if solver == "lista_stop":
             with torch.no_grad():
-                self.model.policy_.mlp[-1].bias.fill_(-20.0)
+                self.model.network_.policy.mlp[-1].bias.fill_(-20.0)
         self.observation = test.observation()
 
     def time_inference(self, solver):

@@ -13,7 +13,7 @@ SETTINGS = {
 
 
 class PLISAInference:
-    """A batched forward pass with the default depth (SLR: T = 10 blocks of K = 5 layers; SPE: 5 x 4):
+    """A batched forward pass with the default depth (SLR: T = 20 blocks of K = 5 layers; SPE: 5 x 4):
     256 SLR instances (d = 128, n = 64..96) or 64 SPE instances (d = 30).
 
     Networks are fitted for one step (the pass costs the same trained or not;
@@ -27,7 +27,7 @@ class PLISAInference:
     def setup(self, family):
         budget = Budget(steps=1, batch_size=16, eval_every=1000, patience=1)
         context, test = smoke_context(REGISTRY, family, SETTINGS[family], budget=budget)
-        self.model = REGISTRY.solver("plisa").build().fit(context)
+        self.model = REGISTRY.solver("plisa").build(family).fit(context)
         self.observation = test.observation()
 
     def time_solve(self, family):
@@ -52,4 +52,4 @@ class PLISATraining:
         self.context, _ = smoke_context(REGISTRY, family, SETTINGS[family], budget=budget)
 
     def time_ten_training_steps(self, family):
-        REGISTRY.solver("plisa").build().fit(self.context)
+        REGISTRY.solver("plisa").build(family).fit(self.context)

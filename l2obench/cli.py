@@ -66,7 +66,7 @@ def list_command(plugins, strict_plugins):
         echo(f"  {'':<12} {spec.description}")
         for key, p in spec.params.items():
             grid = f"  (tuned on validation over {list(p.grid)})" if p.grid is not None else ""
-            echo(f"  {'':<14}{key} = {p.default!r}{grid}  {p.help}")
+            echo(f"  {'':<14}{key} = {_default(p)}  [{p.describe(article=False)}]{grid}  {p.help}")
     echo("\nSuites")
     for name, reg in registry.suites.items():
         echo(f"  {name:<12} {reg.spec.description}  from {reg.plugin.origin}")
@@ -76,6 +76,13 @@ def list_command(plugins, strict_plugins):
         echo(f"  {record.name:<18} {record.origin}  [{state}]")
         if record.provides:
             echo(f"  {'':<18} provides {', '.join(record.provides)}")
+
+
+def _default(param) -> str:
+    """A parameter's default as listed: per family where it has family defaults."""
+    if not param.family_defaults:
+        return repr(param.default)
+    return ", ".join(f"{value!r} ({family})" for family, value in param.family_defaults.items())
 
 
 def _suite_definition(registry, suite: str):

@@ -8,7 +8,9 @@ This module imports no numerical library, so plugins can subclass it cheaply.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+
+from l2obench.specs import Param
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -127,6 +129,9 @@ class Budget:
         Evaluations without improvement before stopping.
     max_seconds : float, optional
         Wall-clock cap on training.
+
+    Every field is checked against ``Budget.params`` on construction
+    (``InvalidValueError``, a ``ValueError``).
     """
 
     steps: int = 1000
@@ -134,6 +139,18 @@ class Budget:
     eval_every: int = 100
     patience: int = 5
     max_seconds: float | None = None
+
+    params: ClassVar[Mapping[str, Param]] = {
+        "steps": Param(steps, type=int, ge=1, help="maximum number of optimizer steps"),
+        "batch_size": Param(batch_size, type=int, ge=1, help="instances per step"),
+        "eval_every": Param(eval_every, type=int, ge=1, help="steps between validation evaluations"),
+        "patience": Param(patience, type=int, ge=1, help="evaluations without improvement before stopping"),
+        "max_seconds": Param(max_seconds, type=float, gt=0, help="wall-clock cap on training; null: none"),
+    }
+
+    def __post_init__(self):
+        for name, param in self.params.items():
+            param.check(name, getattr(self, name))
 
 
 @dataclass
@@ -223,8 +240,10 @@ class ProblemFamily:
 
     Subclasses set ``metrics`` (the metrics ``evaluate`` returns),
     ``primary_metric`` (the one reported per iteration and in summaries),
-    ``gap_metric`` (linear-scale metric of the generalization gap) and
-    ``version`` (part of the data cache key).
+    ``gap_metric`` (linear-scale metric of the generalization gap),
+    ``version`` (part of the data cache key) and ``data_term`` (the name of
+    its smooth loss in ``l2obench.datafits``, e.g. ``"least_squares"``, which
+    solvers build from an observation instead of inspecting its keys).
     ``__init__`` stores the resolved settings as attributes.
     """
 
@@ -232,6 +251,7 @@ class ProblemFamily:
     primary_metric: str = ""
     gap_metric: str = ""
     version: str = "1"  # bump when generation changes, so cached data are not reused
+    data_term: str | None = None  # a key of l2obench.datafits.DATA_TERMS; None: the family names none
 
     def __init__(self, **settings: Any):
         self.settings = dict(settings)

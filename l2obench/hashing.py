@@ -41,3 +41,29 @@ def tensors_hash(tensors: Mapping[str, Any], length: int = 16) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.numpy().tobytes())
     return h.hexdigest()[:length]
+
+
+def source_digest(cls: type, length: int = 16) -> str:
+    """Hash of the source files behind ``cls``, so that a cached fitted state is not served after
+    its code changed: the modules defining ``cls`` and its base classes, and the modules of the
+    same packages (or l2obench's) whose functions or classes those modules import."""
+    import inspect
+    import sys
+
+    def package(name: str) -> str:
+        return name.split(".")[0]
+
+    own = {package(base.__module__) for base in inspect.getmro(cls)} | {"l2obench"}
+    own -= {"builtins", "torch", "typing", "abc"}
+    modules = {sys.modules[base.__module__] for base in inspect.getmro(cls)
+               if package(base.__module__) in own and base.__module__ in sys.modules}
+    for module in list(modules):
+        for value in vars(module).values():
+            name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+            if isinstance(name, str) and package(name) in own and name in sys.modules:
+                modules.add(sys.modules[name])
+    h = hashlib.sha256()
+    for path in sorted(filter(None, (getattr(m, "__file__", None) for m in modules))):
+        with open(path, "rb") as handle:
+            h.update(handle.read())
+    return h.hexdigest()[:length]

@@ -28,7 +28,7 @@ from l2obench.cache import Cache
 from l2obench.contracts import FitContext, Instances, Solver
 from l2obench.data import Splits, make_splits
 from l2obench.errors import DivergedError, UsageError
-from l2obench.hashing import canonical_json, content_key
+from l2obench.hashing import canonical_json, content_key, source_digest
 from l2obench.results import write_parquet
 from l2obench.suites import Cell
 from l2obench.timing import describe_device, single_instance_latency, timed_solve
@@ -242,8 +242,8 @@ class Runner:
         spec = self.registry.solver(cell.solver)
         tune = {k: list(p.grid) for k, p in spec.params.items()
                 if p.grid is not None and k not in cell.fixed_params}
-        key = content_key("model", data.key, spec.name, str(spec.factory), dict(cell.params), tune,
-                          vars(cell.budget) if cell.learned else None)
+        key = content_key("model", data.key, spec.name, str(spec.factory), source_digest(type(solver)),
+                          dict(cell.params), tune, vars(cell.budget) if cell.learned else None)
         state = self.cache.load("models", key)
         if state is not None:
             solver.load_state_dict(state["state"])

@@ -24,8 +24,10 @@ A suite (built-in, or a TOML/JSON file) has this structure::
 
 A solver entry runs on every problem of the suite whose family it supports
 (or on those its ``problems`` names), so one suite can mix families.
-Planning checks every name, parameter and solver/problem pairing before any
-computation and yields one ``Cell`` per problem x seed x solver.
+Planning checks every name, every parameter, setting and budget value (against
+its ``Param``) and every solver/problem pairing before any computation, and
+yields one ``Cell`` per problem x seed x solver. A solver's parameters are
+resolved per problem family (a ``Param``'s ``family_defaults``).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from l2obench.contracts import Budget
 from l2obench.errors import SuiteFileError, UnknownNameError, UsageError
 from l2obench.data import data_settings
 from l2obench.hashing import content_key
+from l2obench.specs import InvalidValueError
 
 SCALES = ("smoke", "small", "paper")
 DEFAULT_SCALE = "small"
@@ -55,7 +58,8 @@ class Cell:
     """One unit of work: a problem setting x a solver x a seed.
 
     ``settings`` and ``params`` are fully resolved against the specs'
-    defaults; ``fixed_params`` are those the suite set (never tuned).
+    defaults (``params`` for the problem's family); ``fixed_params`` are
+    those the suite set (never tuned).
     """
 
     suite: str
@@ -128,12 +132,36 @@ def _at_scale(where: str, base: Mapping | None, scales: Any, scale: str) -> dict
     return {**dict(base or {}), **dict(scales.get(scale) or {})}
 
 
+def _origin(where: str, table: str | None, entry: Mapping, scale: str, key: str) -> str:
+    """Where the value of ``key`` at ``scale`` is written: ``entry``'s scale overrides, else ``table``."""
+    if key in ((entry.get("scales") or {}).get(scale) or {}):
+        return f"{where}.scales.{scale}.{key}"
+    return f"{where}.{table}.{key}" if table else f"{where}.{key}"
+
+
 def _budget_at(where: str, entry: Any, scale: str) -> dict:
-    """The ``Budget`` fields a (suite or solver) ``budget`` table sets at ``scale``."""
+    """The ``Budget`` fields a (suite or solver) ``budget`` table sets at ``scale``, checked."""
     entry = entry or {}
     _check_keys(where, entry, _BUDGET_KEYS)
     values = _at_scale(where, {k: v for k, v in entry.items() if k != "scales"}, entry.get("scales"), scale)
     _check_keys(f"{where}.scales.{scale}", values, _BUDGET_KEYS - {"scales"})
+    for key, value in values.items():
+        try:
+            Budget.params[key].check(key, value)
+        except InvalidValueError as exc:
+            raise SuiteFileError(f"{_origin(where, None, entry, scale, key)}: {exc.reason}") from exc
+    return values
+
+
+def _overrides_at(where: str, spec, entry: Mapping, table: str, scale: str) -> dict:
+    """The values ``entry[table]`` sets at ``scale``, each checked against ``spec``'s parameters."""
+    values = _at_scale(where, entry.get(table), entry.get("scales"), scale)
+    try:
+        spec.resolve(values)
+    except UnknownNameError as exc:
+        raise SuiteFileError(f"{where}: {exc}") from exc
+    except InvalidValueError as exc:
+        raise SuiteFileError(f"{_origin(where, table, entry, scale, exc.name)}: {exc.reason}") from exc
     return values
 
 
@@ -196,7 +224,7 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
             continue
         with _located(where):
             spec = registry.problem(entry["family"])
-            settings = spec.resolve(_at_scale(where, entry.get("settings"), entry.get("scales"), scale))
+        settings = spec.resolve(_overrides_at(where, spec, entry, "settings", scale))
         try:
             spec.build(**settings)  # the family validates its settings' values before any compute
         except ValueError as exc:
@@ -212,21 +240,21 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
             continue
         with _located(where):
             spec = registry.solver(entry["solver"])
-            overrides = _at_scale(where, entry.get("params"), entry.get("scales"), scale)
-            spec.resolve(overrides)
+        overrides = _overrides_at(where, spec, entry, "params", scale)
         label = entry.get("label", spec.name)
         own = Budget(**{**budget_values, **_budget_at(f"{where}.budget", entry.get("budget"), scale)})
         targets = _solver_problems(where, entry, label, spec, problem_rows, declared)
-        solver_rows.append((label, spec, spec.resolve(overrides), tuple(sorted(overrides)), own, targets))
+        solver_rows.append((label, spec, overrides, own, targets))
 
     problem_rows = _select("problem", problems, problem_rows, lambda row: (row[0], row[1].name))
     solver_rows = _select("solver", solvers, solver_rows, lambda row: (row[0], row[1].name))
     return [
-        Cell(suite, scale, plabel, pspec.name, settings, slabel, sspec.name, params, fixed,
-             sspec.learned, seed, solver_budget)
+        Cell(suite, scale, plabel, pspec.name, settings, slabel, sspec.name,
+             sspec.resolve(overrides, family=pspec.name), tuple(sorted(overrides)), sspec.learned, seed,
+             solver_budget)
         for plabel, pspec, settings in problem_rows
         for seed in run_seeds
-        for slabel, sspec, params, fixed, solver_budget, targets in solver_rows
+        for slabel, sspec, overrides, solver_budget, targets in solver_rows
         if plabel in targets
     ]
 

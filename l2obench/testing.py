@@ -39,7 +39,8 @@ def check_solver(registry: Registry, solver: str, family: str, settings: Mapping
     """Fit and solve on a small problem and check the solver contract.
 
     Checks that ``fit`` returns the solver, ``solve`` returns a finite
-    estimate with one row per instance and sees no target, trajectories (if
+    estimate with one row per instance, shaped so that the family's ``loss``
+    gives one value per instance, and sees no target, trajectories (if
     any) end at the estimate, and the state survives a
     ``torch.save``/``torch.load(weights_only=True)`` round trip.
     """
@@ -51,12 +52,14 @@ def check_solver(registry: Registry, solver: str, family: str, settings: Mapping
     if not spec.supports(family):
         raise AssertionError(f"{solver} does not declare support for {family}")
     context, test = smoke_context(registry, family, settings, budget)
-    model = spec.build(**dict(params or {}))
+    model = spec.build(family, **dict(params or {}))
     assert model.fit(context) is model, "fit must return self"
     observation = test.observation()
     assert not set(observation) & set(test.target), "the observation must not hold the target"
     solution = model.solve(observation)
     assert isinstance(solution, Solution), "solve must return a Solution"
+    assert tuple(context.problem.loss(solution.estimate, test.target).shape) == (len(test),), \
+        "the family's loss of the estimate must give one value per instance (estimate shaped like the target)"
     assert solution.estimate.shape[0] == len(test), "one estimate per instance"
     assert torch.isfinite(solution.estimate).all(), "estimate must be finite"
     with_trajectory = model.solve(observation, trajectory=True)
@@ -66,7 +69,7 @@ def check_solver(registry: Registry, solver: str, family: str, settings: Mapping
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
-    clone = spec.build(**dict(params or {})).load_state_dict(torch.load(buffer, weights_only=True))
+    clone = spec.build(family, **dict(params or {})).load_state_dict(torch.load(buffer, weights_only=True))
     assert torch.allclose(clone.solve(observation).estimate, solution.estimate, atol=1e-6), \
         "a reloaded solver must solve identically"
     return solution

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -39,7 +39,9 @@ def training_batches(context: FitContext, fresh: bool) -> Iterator[Instances]:
 
 
 def train(module: torch.nn.Module, loss_fn: Callable[[Instances], torch.Tensor], validate: Callable[[], float],
-          context: FitContext, lr: float, fresh_samples: bool = True, desc: str = "training") -> list[dict]:
+          context: FitContext, lr: float, fresh_samples: bool = True, desc: str = "training",
+          parameters: Sequence[torch.nn.Parameter] | None = None, steps: int | None = None,
+          seconds: float | None = None) -> list[dict]:
     """Train ``module`` in place and restore its best validation state.
 
     Parameters
@@ -56,12 +58,21 @@ def train(module: torch.nn.Module, loss_fn: Callable[[Instances], torch.Tensor],
         Adam learning rate.
     fresh_samples : bool
         Draw fresh training instances each step (see ``training_batches``).
+    desc : str
+        Label of the progress bar.
+    parameters : sequence of Parameter, optional
+        The parameters trained (default: all of ``module``'s); the others are
+        held fixed (no gradient is computed for them).
+    steps : int, optional
+        Maximum steps (default: ``context.budget.steps``).
+    seconds : float, optional
+        Wall-clock cap (default: ``context.budget.max_seconds``).
 
     Returns
     -------
     list of dict
         One entry per validation: ``step``, ``train_loss``, ``val_metric``,
-        ``seconds``; also stored in ``context.log["training"]``.
+        ``seconds``.
 
     Raises
     ------
@@ -69,10 +80,15 @@ def train(module: torch.nn.Module, loss_fn: Callable[[Instances], torch.Tensor],
         If the training loss becomes NaN or infinite.
     """
     budget = context.budget
-    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    total = budget.steps if steps is None else int(steps)
+    limit = budget.max_seconds if seconds is None else seconds
+    trained = list(module.parameters()) if parameters is None else list(parameters)
+    frozen = _freeze_all_but(module, trained)
+    optimizer = torch.optim.Adam(trained, lr=lr)
     batches = training_batches(context, fresh_samples)
-    bar = context.progress(total=budget.steps, desc=desc) if context.progress else None
+    bar = context.progress(total=total, desc=desc) if context.progress else None
     start = time.perf_counter()
+    history: list[dict] = []
 
     def evaluate(step: int, train_loss: float) -> float:
         module.eval()
@@ -81,37 +97,109 @@ def train(module: torch.nn.Module, loss_fn: Callable[[Instances], torch.Tensor],
         module.train()
         history.append({"step": step, "train_loss": train_loss, "val_metric": value,
                         "seconds": time.perf_counter() - start})
-        return value
+        return math.inf if math.isnan(value) else value
 
-    history: list[dict] = []
-    best_value, best_state = evaluate(0, math.nan), copy.deepcopy(module.state_dict())
-    stale, running = 0, math.nan
-    module.train()
-    for step in range(1, budget.steps + 1):
-        loss = loss_fn(next(batches))
-        if not torch.isfinite(loss):
-            raise DivergedError(f"training loss became {float(loss.detach())} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        running = value if math.isnan(running) else 0.9 * running + 0.1 * value
-        if bar is not None:
-            bar.update(1)
-        out_of_time = budget.max_seconds is not None and time.perf_counter() - start > budget.max_seconds
-        if step % budget.eval_every == 0 or step == budget.steps or out_of_time:
-            value = evaluate(step, running)
+    try:
+        best_value, best_state = evaluate(0, math.nan), copy.deepcopy(module.state_dict())
+        stale, running = 0, math.nan
+        module.train()
+        for step in range(1, total + 1):
+            loss = loss_fn(next(batches))
+            if not torch.isfinite(loss):
+                raise DivergedError(f"training loss became {float(loss.detach())} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            running = value if math.isnan(running) else 0.9 * running + 0.1 * value
             if bar is not None:
-                bar.set_postfix(val=f"{value:.3f}", best=f"{min(best_value, value):.3f}")
-            if value < best_value:
-                best_value, best_state, stale = value, copy.deepcopy(module.state_dict()), 0
-            else:
-                stale += 1
-            if stale >= budget.patience or out_of_time:
-                break
-    if bar is not None:
-        bar.close()
-    module.load_state_dict(best_state)
-    module.eval()
-    context.log["training"] = history
+                bar.update(1)
+            out_of_time = limit is not None and time.perf_counter() - start > limit
+            if step % budget.eval_every == 0 or step == total or out_of_time:
+                value = evaluate(step, running)
+                if bar is not None:
+                    bar.set_postfix(val=f"{value:.4g}", best=f"{min(best_value, value):.4g}")
+                if value < best_value:
+                    best_value, best_state, stale = value, copy.deepcopy(module.state_dict()), 0
+                else:
+                    stale += 1
+                if stale >= budget.patience or out_of_time:
+                    break
+        module.load_state_dict(best_state)
+    finally:
+        if bar is not None:
+            bar.close()
+        module.eval()
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+    return history
+
+
+def _freeze_all_but(module: torch.nn.Module, trained: Sequence[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    """Switch off the gradients of ``module``'s parameters not in ``trained``; returns them."""
+    keep = {id(p) for p in trained}
+    frozen = [p for p in module.parameters() if id(p) not in keep and p.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    return frozen
+
+
+def train_progressive(module: torch.nn.Module, n_layers: int,
+                      layer_parameters: Callable[[int], Sequence[torch.nn.Parameter]],
+                      loss_at: Callable[[Instances, int], torch.Tensor], validate_at: Callable[[int], float],
+                      context: FitContext, lr: float, decays: Sequence[float] = (0.2, 0.02),
+                      fresh_samples: bool = True, desc: str = "training") -> list[dict]:
+    """Layer-wise (progressive) training, as the reference code of LISTA-CPSS and ALISTA trains.
+
+    For ``t = 1 .. n_layers``: first the parameters of layer ``t`` alone at
+    ``lr``, then those of layers ``1 .. t`` at ``lr * d`` for each ``d`` in
+    ``decays`` (the learning-rate decay stages), each stage on the loss of layer
+    ``t``'s output (``loss_at(batch, t)``), early-stopped on
+    ``validate_at(t)`` with its best state restored (``train``). The budget's
+    ``steps`` and ``max_seconds`` are shared evenly by the ``n_layers (1 +
+    len(decays))`` stages.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network.
+    n_layers : int
+        Layers ``T``.
+    layer_parameters : callable
+        ``layer_parameters(t)``: the parameters that layer ``t`` (1-based) adds.
+    loss_at, validate_at : callable
+        Training loss of a batch and validation score (lower is better) of layer ``t``'s output.
+    context : FitContext
+    lr : float
+        Learning rate of each layer's first stage.
+    decays : sequence of float
+        Learning-rate factors of the stages that train layers ``1 .. t`` together.
+
+    Returns
+    -------
+    list of dict
+        Every stage's validations (``train``'s entries), each with ``layer`` and ``lr``.
+    """
+    n_stages = n_layers * (1 + len(decays))
+    steps = max(1, context.budget.steps // n_stages)
+    limit = context.budget.max_seconds
+    start = time.perf_counter()
+    history: list[dict] = []
+    stages_left = n_stages
+    for t in range(1, n_layers + 1):
+        owned = list(layer_parameters(t))
+        below = [p for s in range(1, t + 1) for p in layer_parameters(s)]
+        for rate, parameters in [(lr, owned)] + [(lr * d, below) for d in decays]:
+            seconds = None
+            if limit is not None:  # the time left, shared evenly by the stages left
+                seconds = (limit - (time.perf_counter() - start)) / stages_left
+                if seconds <= 0:
+                    return history
+            stages_left -= 1
+            stage = train(module, lambda batch, t=t: loss_at(batch, t), lambda t=t: validate_at(t), context, lr=rate,
+                          fresh_samples=fresh_samples, desc=f"{desc} layer {t}/{n_layers} lr {rate:.2g}",
+                          parameters=parameters, steps=steps, seconds=seconds)
+            history += [{**entry, "layer": t, "lr": rate} for entry in stage]
     return history

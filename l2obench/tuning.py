@@ -2,7 +2,9 @@
 
 Classical solvers get the same chance as learned ones: whatever a solver's spec
 gives a grid for, and the suite did not fix, is searched on validation, and the
-search time is reported as the solver's fit time.
+search time is reported as the solver's fit time. ``fit`` also records the
+family's data term (``l2obench.datafits``) by name, so that ``solve`` can
+build it from an observation and the name survives ``state_dict``.
 """
 from __future__ import annotations
 
@@ -25,12 +27,22 @@ class ClassicalSolver(Solver):
 
     The score of a grid point is the sum over validation instances of the
     problem's ``loss``; the lowest wins (the first on ties). Attributes set by
-    ``fit``: ``tuning_``, the list of evaluated points with their ``val_loss``.
+    ``fit``: ``data_term_``, the name of the family's data term
+    (``ProblemFamily.data_term``, ``None`` if it names none; saved by
+    ``state_dict``), and ``tuning_``, the list of evaluated points with their
+    ``val_loss``.
+
+    A subclass that solves through a data term (``l2obench.datafits``) lists
+    the methods it uses in ``needs`` and builds it with ``data_term_for``.
     """
+
+    #: Methods ``solve`` uses of the data term (e.g. ``("gradient", "prox_l1")``); empty: it uses none.
+    needs: tuple[str, ...] = ()
 
     def fit(self, context: FitContext) -> "ClassicalSolver":
         import torch
 
+        self.with_data_term(getattr(context.problem, "data_term", None))
         points = grid_points(context.tune)
         if points == [{}]:
             self.tuning_ = []
@@ -49,4 +61,63 @@ class ClassicalSolver(Solver):
         self.set_params(**best[0])
         self.tuning_ = table
         context.log["tuning"] = table
+        return self
+
+    def with_data_term(self, name: str | None) -> "ClassicalSolver":
+        """Solve with the data term ``name`` (``l2obench.datafits.DATA_TERMS``); ``fit`` calls it.
+
+        Lets a solver that was not fitted solve, e.g. ``APF(...).with_data_term("logdet")``.
+        Returns ``self``.
+
+        Raises
+        ------
+        ValueError
+            If the solver ``needs`` a data term and ``name`` is ``None`` or unknown.
+        NotImplementedError
+            If the data term lacks a method in ``needs`` (the message names it).
+        """
+        if self.needs:
+            from l2obench.datafits import data_term, require
+
+            if name is None:
+                raise ValueError(f"{type(self).__name__} solves through a data term, but the problem family "
+                                 "names none (set ProblemFamily.data_term)")
+            require(data_term(name), self.needs, type(self).__name__)
+        self.data_term_ = name
+        return self
+
+    def data_term_class(self) -> type:
+        """The class of the data term named at ``fit`` (checked against ``needs``).
+
+        Raises
+        ------
+        RuntimeError
+            If the solver knows no data term yet: ``fit(context)`` or
+            ``load_state_dict(state)`` (or ``with_data_term(name)``) must come first.
+        """
+        from l2obench.datafits import data_term, require
+
+        name = getattr(self, "data_term_", None)
+        if name is None:
+            solver = type(self).__name__
+            if hasattr(self, "data_term_"):
+                raise RuntimeError(f"{solver} knows no data term: its fitted state names none (a family without "
+                                   "ProblemFamily.data_term, or a state saved before data terms); fit it again")
+            raise RuntimeError(f"{solver}.solve needs the problem's data term: call fit(context) or "
+                               "load_state_dict(state) first, or with_data_term(name) to solve without fitting")
+        cls = data_term(name)
+        require(cls, self.needs, type(self).__name__)
+        return cls
+
+    def data_term_for(self, observation: Mapping[str, Any], dtype=None):
+        """The data term of ``observation`` (see ``data_term_class``) in ``dtype`` (default: the observation's)."""
+        return self.data_term_class().from_observation(observation, dtype=dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Hyper-parameters and the data term's name (``""`` when none)."""
+        return {**super().state_dict(), "data_term": getattr(self, "data_term_", None) or ""}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> "ClassicalSolver":
+        super().load_state_dict(state)
+        self.data_term_ = state.get("data_term") or None
         return self

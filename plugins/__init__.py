@@ -15,9 +15,15 @@ from l2obench import Param, SolverSpec, hookimpl
 LAMBDA_GRID = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 _ITERATION_PARAMS = {
-    "max_iter": Param(1000, help="maximum iterations"),
-    "tol": Param(1e-4, help="stop an instance when its duality gap is below tol * ||b||^2 (scikit-learn's rule); 0: run max_iter"),
+    "max_iter": Param(1000, help="maximum iterations", type=int, ge=1),
+    "tol": Param(1e-4, help="stop an instance when its duality gap is below tol * ||b||^2 (scikit-learn's rule); 0: run max_iter",
+                 type=float, ge=0),
 }
+
+# ISTA's step in units of 1/L: below 2 it converges; with a fixed iteration count (T = 20) a longer
+# step can be better (the slow directions of an ill-conditioned A gain more than the fast ones
+# lose), so the validation grid reaches beyond 2 and the tuner keeps what wins.
+ISTA_STEP_GRID = (1.0, 1.5, 1.9, 2.2, 2.6, 3.0)
 
 ISTA = SolverSpec(
     name="ista",
@@ -26,8 +32,9 @@ ISTA = SolverSpec(
     learned=False,
     description="proximal gradient for 0.5||Ax-b||^2 + lam||x||_1, batched over instances",
     params={
-        "lam": Param(0.1, LAMBDA_GRID, "l1 weight"),
-        "step": Param(1.0, (1.0, 1.5, 1.9), "step size in units of 1/L, L = ||A||_2^2 (< 2 converges)"),
+        "lam": Param(0.1, LAMBDA_GRID, "l1 weight", type=float, ge=0),
+        "step": Param(1.0, ISTA_STEP_GRID, "step size in units of 1/L, L = ||A||_2^2 (< 2 converges)",
+                      type=float, gt=0),
         **_ITERATION_PARAMS,
     },
 )
@@ -39,8 +46,8 @@ FISTA = SolverSpec(
     learned=False,
     description="accelerated proximal gradient (Beck-Teboulle) with adaptive restart, batched",
     params={
-        "lam": Param(0.1, LAMBDA_GRID, "l1 weight"),
-        "restart": Param(True, help="gradient-based adaptive restart (O'Donoghue-Candes)"),
+        "lam": Param(0.1, LAMBDA_GRID, "l1 weight", type=float, ge=0),
+        "restart": Param(True, help="gradient-based adaptive restart (O'Donoghue-Candes)", type=bool),
         **_ITERATION_PARAMS,
     },
 )
@@ -52,16 +59,24 @@ ADMM = SolverSpec(
     learned=False,
     description="ADMM (Boyd et al. 2011, section 6.4) with a cached factorisation, batched",
     params={
-        "lam": Param(0.1, LAMBDA_GRID, "l1 weight"),
-        "rho": Param(1.0, (0.1, 0.3, 1.0, 3.0, 10.0), "augmented-Lagrangian penalty"),
-        "max_iter": Param(1000, help="maximum iterations"),
-        "tol": Param(1e-4, help="stop an instance when its relative primal and dual residuals are below tol; 0: run max_iter"),
+        "lam": Param(0.1, LAMBDA_GRID, "l1 weight", type=float, ge=0),
+        "rho": Param(1.0, (0.1, 0.3, 1.0, 3.0, 10.0), "augmented-Lagrangian penalty", type=float, gt=0),
+        "max_iter": Param(1000, help="maximum iterations", type=int, ge=1),
+        "tol": Param(1e-4, help="stop an instance when its relative primal and dual residuals are below tol; 0: run max_iter",
+                     type=float, ge=0),
     },
 )
 
 _UNROLLED_TRAINING = {
-    "gamma": Param(0.9, help="layer-loss discount: loss = sum_t gamma^(T-t) ||x_t - x*||^2"),
-    "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)"),
+    "gamma": Param(0.9, help="layer-loss discount: loss = sum_t gamma^(T-t) ||x_t - x*||^2", type=float, ge=0, le=1),
+    "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)",
+                           type=bool),
+}
+
+_SCHEDULE = {
+    "schedule": Param("progressive", help="progressive: layer by layer with learning-rate decay stages (the authors' "
+                                          "code); joint: all layers on the layer-weighted loss",
+                      type=str, choices=("progressive", "joint")),
 }
 
 LISTA = SolverSpec(
@@ -71,18 +86,20 @@ LISTA = SolverSpec(
     learned=True,
     description="learned ISTA (Gregor-LeCun 2010): T untied layers x_t = soft(W1_t b + W2_t x_{t-1}, theta_t)",
     params={
-        "n_layers": Param(20, help="number of layers T"),
-        "lr": Param(1e-3, help="Adam learning rate"),
-        "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds"),
+        "n_layers": Param(20, help="number of layers T", type=int, ge=1),
+        "lr": Param(1e-3, help="Adam learning rate", type=float, gt=0),
+        "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds", type=float, ge=0),
         **_UNROLLED_TRAINING,
+        **_SCHEDULE,
     },
 )
 
 
 _SUPPORT_SELECTION = {
     "support_p": Param(1.2, help="support selection: percent of entries per instance added per layer "
-                                 "(p_k = min(support_p k, support_max))"),
-    "support_max": Param(13.0, help="support selection: maximum percent of entries that bypass the shrinkage"),
+                                 "(p_k = min(support_p k, support_max))", type=float, ge=0, le=100),
+    "support_max": Param(13.0, help="support selection: maximum percent of entries that bypass the shrinkage",
+                         type=float, ge=0, le=100),
 }
 
 ALISTA = SolverSpec(
@@ -92,11 +109,13 @@ ALISTA = SolverSpec(
     learned=True,
     description="analytic LISTA (Liu et al. 2019): analytic weight, learned step sizes and thresholds (2T scalars)",
     params={
-        "n_layers": Param(16, help="number of layers T"),
-        "lr": Param(5e-3, help="Adam learning rate"),
-        "lam_init": Param(0.1, help="thresholds start at lam_init times the step size (ISTA's lambda)"),
+        "n_layers": Param(16, help="number of layers T", type=int, ge=1),
+        "lr": Param(5e-3, help="Adam learning rate", type=float, gt=0),
+        "lam_init": Param(0.1, help="thresholds start at lam_init times the step size (ISTA's lambda)",
+                          type=float, ge=0),
         **_SUPPORT_SELECTION,
         **_UNROLLED_TRAINING,
+        **_SCHEDULE,
     },
 )
 
@@ -107,11 +126,13 @@ LISTA_CPSS = SolverSpec(
     learned=True,
     description="LISTA with coupled weights and support selection (Chen et al. 2018)",
     params={
-        "n_layers": Param(16, help="number of layers T"),
-        "lr": Param(5e-3, help="Adam learning rate"),
-        "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds (theta = lam_init / L)"),
+        "n_layers": Param(16, help="number of layers T", type=int, ge=1),
+        "lr": Param(5e-3, help="Adam learning rate", type=float, gt=0),
+        "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds (theta = lam_init / L)",
+                          type=float, ge=0),
         **_SUPPORT_SELECTION,
         **_UNROLLED_TRAINING,
+        **_SCHEDULE,
     },
 )
 
@@ -122,27 +143,35 @@ LISTA_STOP = SolverSpec(
     learned=True,
     description="LISTA with a learned stopping policy (thesis ch. 5): oracle stage I, forward-KL stage II",
     params={
-        "n_layers": Param(20, help="maximum number of layers T"),
-        "beta": Param(0.02, help="temperature of the oracle stop distribution q* (eq. 5.8), loss in units of mean ||x*||^2"),
-        "warm_start": Param(True, help="train the network as LISTA first, then stage I from there"),
-        "lr": Param(1e-3, help="Adam learning rate of stage I (the LISTA network)"),
-        "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds"),
+        "n_layers": Param(20, help="maximum number of layers T (at least 2: the policy decides after layers 1..T-1)", type=int, ge=2),
+        "beta": Param(0.02, help="temperature of the oracle stop distribution q* (eq. 5.8), loss in units of mean ||x*||^2",
+                      type=float, gt=0),
+        "warm_start": Param(True, help="train the network as LISTA first, then stage I from there", type=bool),
+        "lr": Param(1e-3, help="Adam learning rate of stage I (the LISTA network)", type=float, gt=0),
+        "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds", type=float, ge=0),
         **_UNROLLED_TRAINING,
-        "policy_hidden": Param(128, help="width of the policy MLP's two hidden layers"),
-        "policy_lr": Param(1e-3, help="Adam learning rate of stage II (the policy)"),
-        "policy_steps": Param(None, help="stage II steps; null: the suite's training budget"),
-        "hard_oracle": Param(True, help="stage II imitates the oracle's best layer (one-hot) rather than q* itself"),
-        "stop_rule": Param("threshold", help="test-time stopping: threshold (pi_t > 0.5), sample (Bernoulli), never"),
-        "sample_seed": Param(0, help="seed of the sample rule's draws"),
+        **_SCHEDULE,
+        "policy_hidden": Param(128, help="width of the policy MLP's two hidden layers", type=int, ge=1),
+        "policy_lr": Param(1e-3, help="Adam learning rate of stage II (the policy)", type=float, gt=0),
+        "policy_steps": Param(None, help="stage II steps; null: the suite's training budget", type=int, ge=1,
+                              nullable=True),
+        "hard_oracle": Param(True, help="stage II imitates the oracle's best layer (one-hot) rather than q* itself",
+                             type=bool),
+        "finetune_steps": Param(0, help="stage III: steps of joint fine-tuning on eq. 5.6 (Table 5.3); 0: none",
+                                type=int, ge=0),
+        "stop_rule": Param("threshold", help="test-time stopping: threshold (pi_t > 0.5), sample (Bernoulli), never",
+                           type=str, choices=("threshold", "sample", "never")),
+        "sample_seed": Param(0, help="seed of the sample rule's draws", type=int, ge=0),
     },
 )
 
 
 _RECURRENT = {
-    "n_steps": Param(20, help="number of unrolled steps T"),
-    "hidden": Param(20, help="hidden size of the two coordinate-wise LSTMCell layers"),
-    "preprocess": Param(True, help="log-magnitude/sign gradient preprocessing (Andrychowicz et al. app. A, p = 10)"),
-    "lr": Param(1e-2, help="Adam learning rate"),
+    "n_steps": Param(20, help="number of unrolled steps T", type=int, ge=1),
+    "hidden": Param(20, help="hidden size of the two coordinate-wise LSTMCell layers", type=int, ge=1),
+    "preprocess": Param(True, help="log-magnitude/sign gradient preprocessing (Andrychowicz et al. app. A, p = 10)",
+                        type=bool),
+    "lr": Param(1e-2, help="Adam learning rate", type=float, gt=0),
     **_UNROLLED_TRAINING,
 }
 
@@ -154,8 +183,10 @@ RNN = SolverSpec(
     description="coordinate-wise LSTM optimizer (Andrychowicz et al. 2016) reading the LASSO subgradient",
     params={
         **_RECURRENT,
-        "out_scale": Param(0.1, help="step = out_scale * (RMS(A^T b) / kappa) * LSTM output, kappa = ||A||_F^2 / n"),
-        "lam": Param(0.1, help="l1 weight in the subgradient A^T(Ax - b) + lam sign(x) that the LSTM reads"),
+        "out_scale": Param(0.1, help="step = out_scale * (RMS(A^T b) / kappa) * LSTM output, kappa = ||A||_F^2 / n",
+                           type=float, gt=0),
+        "lam": Param(0.1, help="l1 weight in the subgradient A^T(Ax - b) + lam sign(x) that the LSTM reads",
+                     type=float, ge=0),
     },
 )
 
@@ -167,10 +198,12 @@ RNN_L1 = SolverSpec(
     description="the LSTM optimizer followed by a learned soft-thresholding step (thesis 7.7.1)",
     params={
         **_RECURRENT,
-        "out_scale": Param(0.3, help="step = out_scale * (RMS(A^T b) / kappa) * LSTM output, kappa = ||A||_F^2 / n"),
+        "out_scale": Param(0.3, help="step = out_scale * (RMS(A^T b) / kappa) * LSTM output, kappa = ||A||_F^2 / n",
+                           type=float, gt=0),
         # At 0.1 (ISTA's lambda) the untrained LSTM's first steps fall under the threshold on some
         # initialisations and training never leaves x = 0 (seen at m = 125, n = 250).
-        "lam_init": Param(0.03, help="initial threshold lam_init / L; learned as exp(r_t) lam_init / L"),
+        "lam_init": Param(0.03, help="initial threshold lam_init / L; learned as exp(r_t) lam_init / L",
+                          type=float, gt=0),
     },
 )
 
@@ -186,12 +219,12 @@ GLASSO = SolverSpec(
     learned=False,
     description="scikit-learn's graphical lasso (Friedman et al. 2008), per instance, optional process pool",
     params={
-        "alpha": Param(0.1, SPE_ALPHA_GRID, "off-diagonal l1 weight"),
-        "mode": Param("cd", help="scikit-learn's inner solver: cd or lars"),
-        "tol": Param(1e-4, help="scikit-learn's tolerance on its duality gap"),
-        "enet_tol": Param(1e-4, help="scikit-learn's tolerance of the inner lasso solves"),
-        "max_iter": Param(100, help="maximum outer iterations (scikit-learn's default)"),
-        "n_jobs": Param(1, help="processes solving the instances (joblib); 1: no pool"),
+        "alpha": Param(0.1, SPE_ALPHA_GRID, "off-diagonal l1 weight", type=float, ge=0),
+        "mode": Param("cd", help="scikit-learn's inner solver: cd or lars", type=str, choices=("cd", "lars")),
+        "tol": Param(1e-4, help="scikit-learn's tolerance on its duality gap", type=float, gt=0),
+        "enet_tol": Param(1e-4, help="scikit-learn's tolerance of the inner lasso solves", type=float, gt=0),
+        "max_iter": Param(100, help="maximum outer iterations (scikit-learn's default)", type=int, ge=1),
+        "n_jobs": Param(1, help="processes solving the instances (joblib); 1: no pool", type=int, ge=1),
     },
 )
 
@@ -202,12 +235,13 @@ GISTA = SolverSpec(
     learned=False,
     description="G-ISTA (Rolfs et al. 2012): proximal gradient on the graphical lasso, BB steps, backtracking, batched",
     params={
-        "alpha": Param(0.1, SPE_ALPHA_GRID, "off-diagonal l1 weight"),
+        "alpha": Param(0.1, SPE_ALPHA_GRID, "off-diagonal l1 weight", type=float, ge=0),
         "tol": Param(1e-4, help="stop an instance when its duality gap is below tol (scikit-learn's rule); 0: run max_iter "
-                                 "(an instance still stops at its dtype's precision)"),
-        "max_iter": Param(1000, help="maximum iterations"),
-        "shrink": Param(0.5, help="backtracking factor of the step size"),
-        "max_backtrack": Param(40, help="backtracking steps before an instance counts as stalled (converged to its precision)"),
+                                 "(an instance still stops at its dtype's precision)", type=float, ge=0),
+        "max_iter": Param(1000, help="maximum iterations", type=int, ge=1),
+        "shrink": Param(0.5, help="backtracking factor of the step size", type=float, gt=0, lt=1),
+        "max_backtrack": Param(40, help="backtracking steps before an instance counts as stalled (converged to its precision)",
+                               type=int, ge=1),
     },
 )
 
@@ -218,11 +252,13 @@ COVSEL_ADMM = SolverSpec(
     learned=False,
     description="covariance-selection ADMM (Boyd et al. 2011, section 6.5), eigh X-updates, over-relaxation, batched",
     params={
-        "alpha": Param(0.1, SPE_ALPHA_GRID, "off-diagonal l1 weight"),
-        "rho": Param(0.1, help="augmented-Lagrangian penalty (0.1: fewest iterations on SPE d = 30 over alpha 0.02-0.25)"),
-        "relax": Param(1.6, help="over-relaxation factor (1.5-1.8 recommended)"),
-        "max_iter": Param(1000, help="maximum iterations"),
-        "tol": Param(1e-4, help="stop an instance when its relative primal and dual residuals are below tol; 0: run max_iter"),
+        "alpha": Param(0.1, SPE_ALPHA_GRID, "off-diagonal l1 weight", type=float, ge=0),
+        "rho": Param(0.1, help="augmented-Lagrangian penalty (0.1: fewest iterations on SPE d = 30 over alpha 0.02-0.25)",
+                     type=float, gt=0),
+        "relax": Param(1.6, help="over-relaxation factor (1.5-1.8 recommended)", type=float, gt=0, lt=2),
+        "max_iter": Param(1000, help="maximum iterations", type=int, ge=1),
+        "tol": Param(1e-4, help="stop an instance when its relative primal and dual residuals are below tol; 0: run max_iter",
+                     type=float, ge=0),
     },
 )
 
@@ -240,16 +276,24 @@ APF = SolverSpec(
     description="approximate path following (Wang-Liu-Zhang 2014, thesis 7.3.1): decreasing lambda, "
                 "proximal-gradient blocks with MCP/SCAD, line search; batched",
     params={
-        "lam": Param(0.1, APF_LAMBDA_GRID, "target lambda of the last stage (SPE: off-diagonal entries only)"),
+        "lam": Param(0.1, APF_LAMBDA_GRID, "target lambda of the last stage (SPE: off-diagonal entries only)",
+                     type=float, gt=0),
         "penalty": Param("mcp", ("mcp", "scad", "l1"),
-                         "mcp (gamma = 3), scad (a = 3.7) or l1 (the LASSO / graphical lasso path)"),
-        "eta": Param(0.9, help="stage ratio lambda_t = eta lambda_{t-1} (the paper's [0.9, 1))"),
-        "max_iter": Param(3000, help="maximum proximal steps per instance over all stages"),
+                         "mcp (gamma = 3), scad (a = 3.7) or l1 (the LASSO / graphical lasso path)",
+                         type=str, choices=("mcp", "scad", "l1")),
+        "eta": Param(0.9, help="stage ratio lambda_t = eta lambda_{t-1} (the paper's [0.9, 1))",
+                     type=float, gt=0, lt=1),
+        "max_iter": Param(3000, help="maximum proximal steps per instance over all stages", type=int, ge=1),
         "tol": Param(1e-4, help="the target stage stops when its stationarity measure is below tol * lam "
-                                "(intermediate stages: lambda_t / 4); 0: run max_iter"),
+                                "(intermediate stages: lambda_t / 4); 0: run max_iter", type=float, ge=0),
     },
 )
 
+# PLISA's sizes per family. lambda*: absolute for SLR (unit-norm columns), in units of
+# (log d / M)^{1/2} for SPE. Blocks x layers: on SLR (d = 128, s = 8) 100 layers come within
+# 0.3 dB of least squares on the true support (-27.9 against -28.2 dB), 50 are 1.2 dB short and
+# train in half the time; on SPE (d = 20, M = 20) 50 layers gain nothing over 20 and cost 2.5
+# times as much.
 PLISA = SolverSpec(
     name="plisa",
     factory="l2obench_plugins.plisa:PLISA",
@@ -258,24 +302,31 @@ PLISA = SolverSpec(
     description="PLISA (thesis ch. 7, Algorithms 5-6): unrolled path following, T blocks of K modified proximal "
                 "steps, learned element-wise lambda schedule, l1/MCP/SCAD mixture and step sizes",
     params={
-        "n_blocks": Param(None, help="number of blocks T (lambda_t = max(sigmoid(eta) lambda_{t-1}, lambda*)); "
-                                     "null: 10 (SLR) or 5 (SPE)"),
-        "n_layers": Param(None, help="modified proximal-gradient layers K per block; null: 5 (SLR: T K = 50 "
-                                     "layers reach the converged MCP estimate at d = 128) or 4 (SPE: no gain "
-                                     "beyond 20 layers, each costs a batched eigvalsh and Cholesky)"),
-        "gamma": Param(0.9, help="block-loss discount of eq. 7.7: loss = sum_t gamma^(T-t) loss(beta_t)"),
-        "lr": Param(3e-2, help="Adam learning rate"),
-        "lam_init": Param(None, help="initial lambda*; null: 0.05 (SLR, unit-norm columns) or 0.5 (SPE, in "
-                                     "units of sqrt(log d / M))"),
-        "decay_init": Param(0.5, help="initial decay ratio sigmoid(eta) of the lambda sequence"),
+        "n_blocks": Param(None, help="number of blocks T (lambda_t = max(sigmoid(eta) lambda_{t-1}, lambda*))",
+                          type=int, ge=1, nullable=False, family_defaults={"slr": 20, "spe": 5}),
+        "n_layers": Param(None, help="modified proximal-gradient layers K per block (SLR: 100 layers in all come "
+                                     "within 0.3 dB of least squares on the true support; SPE: no gain beyond 20)",
+                          type=int, ge=1, nullable=False, family_defaults={"slr": 5, "spe": 4}),
+        "gamma": Param(0.9, help="block-loss discount of eq. 7.7: loss = sum_t gamma^(T-t) loss(beta_t)",
+                       type=float, ge=0, le=1),
+        "lr": Param(3e-2, help="Adam learning rate", type=float, gt=0),
+        "lam_init": Param(None, help="initial lambda* (SLR: absolute, unit-norm columns; SPE: in units of "
+                                     "sqrt(log d / M))", type=float, gt=0, nullable=False,
+                          family_defaults={"slr": 0.05, "spe": 0.5}),
+        "decay_init": Param(0.5, help="initial decay ratio sigmoid(eta) of the lambda sequence",
+                            type=float, gt=0, lt=1),
         "step_init": Param(1.0, help="initial step per block, in units of 1/||A||_2^2 (SLR) or "
-                                     "lambda_min(Theta)^2 (SPE)"),
+                                     "lambda_min(Theta)^2 (SPE); below max_step", type=float, gt=0),
         "max_step": Param(8.0, help="bound on the learned steps, same units (max_step * sigmoid(logit)); "
-                                    "SLR steps beyond 2 are kept stable by the safeguard (see plisa.py)"),
+                                    "SLR steps beyond 2 are kept stable by the safeguard (see plisa.py)",
+                          type=float, gt=0),
         "lam0": Param("max", help="lambda_0: max (||grad L(0)||_inf for every entry, APF's start) or abs "
-                                  "(|grad L(0)| element-wise, Algorithm 5 read literally)"),
-        "rho_init": Param(1.0, help="SPE: initial ridge of Theta_0 = (S + rho I)^{-1} (rho is learned)"),
-        "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)"),
+                                  "(|grad L(0)| element-wise, Algorithm 5 read literally)",
+                      type=str, choices=("max", "abs")),
+        "rho_init": Param(1.0, help="SPE: initial ridge of Theta_0 = (S + rho I)^{-1} (rho is learned)",
+                          type=float, gt=0),
+        "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)",
+                               type=bool),
     },
 )
 
@@ -287,16 +338,19 @@ GLAD = SolverSpec(
     description="GLAD (thesis ch. 6, Algorithm 4): K unrolled alternating-minimisation steps with entry-wise "
                 "thresholds rho_nn and coupling Lambda_nn (tiny MLPs shared by the layers), learned shift t",
     params={
-        "n_layers": Param(15, help="number of unrolled AM steps K"),
-        "hidden": Param(3, help="hidden width of rho_nn (two tanh layers) and Lambda_nn (one)"),
-        "t_init": Param(0.1, help="initial shift t of Theta_0 = (S + t I)^{-1} (learned)"),
-        "lambda_init": Param(1.0, help="lambda_0, fed to Lambda_nn at the first layer"),
-        "threshold_diagonal": Param(True, help="soft-threshold Z's diagonal too (eq. 6.2's ||Z||_1)"),
+        "n_layers": Param(15, help="number of unrolled AM steps K", type=int, ge=1),
+        "hidden": Param(3, help="hidden width of rho_nn (two tanh layers) and Lambda_nn (one)", type=int, ge=1),
+        "t_init": Param(0.1, help="initial shift t of Theta_0 = (S + t I)^{-1} (learned)", type=float, gt=0),
+        "lambda_init": Param(1.0, help="lambda_0, fed to Lambda_nn at the first layer", type=float, gt=0),
+        "threshold_diagonal": Param(True, help="soft-threshold Z's diagonal too (eq. 6.2's ||Z||_1)", type=bool),
         "output": Param("z", help="z: layers output the sparse Z_k (the authors' code; edge metrics meaningful); "
-                                  "theta: the positive-definite Theta_k (eq. 6.5 read literally; dense)"),
-        "lr": Param(3e-2, help="Adam learning rate"),
-        "gamma": Param(0.9, help="layer-loss discount of eq. 6.5: loss = sum_k gamma^(K-k) ||out_k - Theta*||_F^2"),
-        "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)"),
+                                  "theta: the positive-definite Theta_k (eq. 6.5 read literally; dense)",
+                        type=str, choices=("z", "theta")),
+        "lr": Param(3e-2, help="Adam learning rate", type=float, gt=0),
+        "gamma": Param(0.9, help="layer-loss discount of eq. 6.5: loss = sum_k gamma^(K-k) ||out_k - Theta*||_F^2",
+                       type=float, ge=0, le=1),
+        "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)",
+                               type=bool),
     },
 )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from l2obench.contracts import Solution
+from l2obench.datafits import LeastSquares
 from l2obench.ops import gram, matvec, rmatvec, soft_threshold
 from l2obench.tuning import ClassicalSolver
 
@@ -49,12 +50,13 @@ class _XUpdate:
         return torch.cholesky_solve(q.unsqueeze(-1), factor).squeeze(-1)
 
 
-def admm_lasso(A: torch.Tensor, b: torch.Tensor, lam: float, rho: float, max_iter: int, tol: float,
+def admm_lasso(term: LeastSquares, lam: float, rho: float, max_iter: int, tol: float,
                trajectory: bool) -> Solution:
-    """Run ADMM on every instance; the estimate is the sparse iterate ``z``."""
+    """Run ADMM on every instance of the least-squares data term ``term``; the estimate is the sparse iterate ``z``."""
+    A, b = term.A, term.b
     N, n = b.shape[0], A.shape[-1]
     solve_x = _XUpdate(A, rho)
-    Atb = rmatvec(A, b)
+    Atb = term.Atb()
     z_out = b.new_zeros(N, n)
     iterations = torch.full((N,), max_iter, dtype=torch.long, device=b.device)
     active = torch.arange(N, device=b.device)
@@ -94,5 +96,5 @@ class ADMM(ClassicalSolver):
 
     def solve(self, observation, trajectory=False) -> Solution:
         with torch.no_grad():
-            return admm_lasso(observation["A"], observation["b"], self.lam, self.rho, self.max_iter, self.tol,
-                              trajectory)
+            return admm_lasso(LeastSquares.from_observation(observation), self.lam, self.rho, self.max_iter,
+                              self.tol, trajectory)

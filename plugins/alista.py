@@ -31,9 +31,10 @@ and learns only a step size ``gamma_k`` and a threshold ``theta_k`` per layer
 
     x_k = eta_ss(x_{k-1} - gamma_k W^T (A x_{k-1} - b); theta_k, p_k).
 
-Both are trained as LISTA is (``l2obench_plugins.lista``): Adam on the
-layer-weighted loss ``sum_t gamma^(T-t) ||x_t - x*||^2`` (batch mean), early
-stopped on validation NMSE, by ``l2obench.training.train``.
+Both are trained as LISTA is, through ``l2obench.learned.LearnedSolver``:
+layer-wise with learning-rate decay stages as in the authors' code
+(``schedule = "progressive"``), or on the layer-weighted loss ``sum_t
+gamma^(T-t) ||x_t - x*||^2`` (``"joint"``), early-stopped on the validation loss.
 """
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ import torch
 from torch import nn
 
 from l2obench.contracts import FitContext
+from l2obench.learned import LearnedSolver
 from l2obench.ops import lipschitz, matvec, rmatvec, soft_threshold
-from l2obench_plugins.lista import UnrolledSolver, shared_sensing_matrix, train_unrolled
+from l2obench.unrolled import shared_design
 
 __all__ = ["ALISTA", "ALISTANetwork", "LISTACPSS", "LISTACPSSNetwork", "analytic_design", "analytic_step_scale",
            "analytic_weight", "analytic_weight_pgd", "support_percentages", "support_selection"]
@@ -61,15 +63,18 @@ def analytic_design(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
         w_i = C^{-1} a_i / (a_i^T C^{-1} a_i),   i.e.   W = C^+ A D^{-1},  D = diag(A^T C^+ A)
 
-    (``D`` holds the leverage of each column). The pseudo-inverse also covers a
-    rank-deficient ``C`` (``m > n``, or the zero rows that pad a regression
-    design), where it picks the minimum-norm minimiser. The scale follows from
-    the same eigendecomposition ``C = U diag(c) U^T``: ``W^T C W = K^T K`` with
-    ``K = diag(c^{+1/2}) U^T A D^{-1}`` (``m x n``), so ``||W^T A||_2^2`` is the
-    largest eigenvalue of ``K K^T`` (``m x m``), cheaper than an SVD of
-    ``W^T A`` (``n x n``) when ``m < n``. Exact, and milliseconds for ``m, n``
-    in the hundreds, unlike the projected gradient descent of the ALISTA paper
-    (``analytic_weight_pgd``), which converges to the same ``W``.
+    (``D`` holds the leverage of each column; the pseudo-inverse picks the
+    minimum-norm minimiser when ``C`` is singular). With the Cholesky factor
+    ``C = L L^T`` and ``B = L^{-1} A``: ``D = diag(B^T B)``, ``W = L^{-T} B
+    D^{-1}`` and ``W^T A = D^{-1} B^T B``, whose squared spectral norm is the
+    largest eigenvalue of ``B D^{-2} B^T`` (``m x m``). Zero rows of ``A`` (the
+    padding of a regression design) get a unit diagonal in ``C``, which leaves
+    ``W`` and the scale unchanged (they decouple from the other rows). Designs
+    whose ``C`` is still singular (``m > n``, or dependent rows) take the
+    eigendecomposition path (``C^+`` from ``eigh``). Exact, and one Cholesky
+    factorisation and one ``m x m`` eigenvalue problem per design, unlike the
+    projected gradient descent of the ALISTA paper (``analytic_weight_pgd``),
+    which converges to the same ``W``.
 
     Parameters
     ----------
@@ -86,17 +91,59 @@ def analytic_design(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if A.dim() not in (2, 3):
         raise ValueError(f"analytic_weight needs a matrix (m, n) or a batch (N, m, n), got shape {tuple(A.shape)}")
     A64 = A.double()
+    zero_rows = (A64 == 0).all(-1)
+    C = A64 @ A64.transpose(-1, -2) + torch.diag_embed(zero_rows.to(A64.dtype))
+    L, info = torch.linalg.cholesky_ex(C)
+    # Singular C: the factorisation failed, or succeeded with a pivot negligible against the
+    # largest (numerically singular; C^{-1} is then far from C^+ and W would pick up huge
+    # components outside the range of A). Only the regular designs go through the factor.
+    pivots = torch.diagonal(L, dim1=-2, dim2=-1).abs()
+    tol = max(A64.shape[-2:]) * torch.finfo(torch.float64).eps
+    singular = (info > 0) | (pivots.amin(-1) ** 2 <= tol * pivots.amax(-1) ** 2)
+    if A.dim() == 2:
+        if bool(singular):
+            W, scale = _design_by_eigh(A64)
+        else:
+            W, scale = _design_from_factor(L, torch.linalg.solve_triangular(L, A64, upper=False))
+        return W.to(A.dtype), scale.to(A.dtype)
+    W, scale = torch.empty_like(A64), A64.new_empty(A64.shape[:1])
+    regular = ~singular
+    if bool(regular.any()):
+        L_reg = L[regular]
+        W[regular], scale[regular] = _design_from_factor(
+            L_reg, torch.linalg.solve_triangular(L_reg, A64[regular], upper=False))
+    if bool(singular.any()):
+        W[singular], scale[singular] = _design_by_eigh(A64[singular])
+    return W.to(A.dtype), scale.to(A.dtype)
+
+
+def _check_leverage(leverage: torch.Tensor) -> None:
+    if not bool((leverage > 1e-12).all()):
+        raise ValueError("analytic_weight: a column of A is zero (or numerically so); diag(W^T A) = 1 is infeasible")
+
+
+def _design_from_factor(L: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W`` and ``||W^T A||_2`` from ``C = L L^T`` and ``B = L^{-1} A`` (see ``analytic_design``)."""
+    leverage = (B * B).sum(-2, keepdim=True)
+    _check_leverage(leverage)
+    BD = B / leverage
+    W = torch.linalg.solve_triangular(L.transpose(-1, -2), BD, upper=True)
+    scale = torch.linalg.eigvalsh(BD @ BD.transpose(-1, -2))[..., -1].clamp_min(0).sqrt()
+    return W, scale
+
+
+def _design_by_eigh(A64: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W`` and ``||W^T A||_2`` through ``C^+`` from an eigendecomposition (singular ``C``)."""
     c, U = torch.linalg.eigh(A64 @ A64.transpose(-1, -2))
-    cutoff = c.amax(-1, keepdim=True) * (max(A.shape[-2:]) * torch.finfo(torch.float64).eps)
+    cutoff = c.amax(-1, keepdim=True) * (max(A64.shape[-2:]) * torch.finfo(torch.float64).eps)
     inverse = torch.where(c > cutoff, 1.0 / c.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(c))
     UtA = U.transpose(-1, -2) @ A64
     Z = U @ (inverse.unsqueeze(-1) * UtA)  # C^+ A
     leverage = (A64 * Z).sum(-2, keepdim=True)  # a_i^T C^+ a_i
-    if not bool((leverage > 1e-12).all()):
-        raise ValueError("analytic_weight: a column of A is zero (or numerically so); diag(W^T A) = 1 is infeasible")
+    _check_leverage(leverage)
     K = inverse.sqrt().unsqueeze(-1) * UtA / leverage
     scale = torch.linalg.eigvalsh(K @ K.transpose(-1, -2))[..., -1].clamp_min(0).sqrt()
-    return (Z / leverage).to(A.dtype), scale.to(A.dtype)
+    return Z / leverage, scale
 
 
 def analytic_weight(A: torch.Tensor) -> torch.Tensor:
@@ -194,8 +241,9 @@ def support_selection(z: torch.Tensor, theta, percent: float) -> torch.Tensor:
 class ALISTANetwork(nn.Module):
     """ALISTA's ``T`` layers; ``forward`` returns the per-layer outputs.
 
-    The only parameters are ``step`` and ``theta``, each ``(T,)``, in units of
-    the design's natural step ``1 / ||W^T A||_2``: layer ``k`` computes
+    The only parameters are a step ``step_k`` and a threshold ``theta_k`` per
+    layer, in units of the design's natural step ``1 / ||W^T A||_2``: layer
+    ``k`` computes
 
         x_k = eta_ss(x_{k-1} - (step_k / s) W^T (A x_{k-1} - b); theta_k / s, p_k),
         s = ||W^T A||_2,
@@ -206,45 +254,43 @@ class ALISTANetwork(nn.Module):
     ``gamma_k = 1`` overshoots when ``m / n`` is small: ``W^T A`` has unit
     diagonal but spectral norm about ``n / m``.)
 
-    With a fixed design (``A`` given), ``A``, the analytic ``W`` and ``s`` are
-    buffers computed once. Without one, every call takes the instances' own
-    designs ``A`` ``(N, m, n)`` and computes each instance's ``W`` and ``s``
-    in closed form (batched): the ``2T`` scalars are shared across designs
-    because they are relative to each design's ``s``.
+    With a fixed design (``fixed_design``), ``A``, the analytic ``W`` and ``s``
+    are buffers set once by ``set_design``. Without one, every call takes the
+    instances' own designs ``A`` ``(N, m, n)`` and computes each instance's
+    ``W`` and ``s`` in closed form (batched): the ``2T`` scalars are shared
+    across designs because they are relative to each design's ``s``.
     """
 
-    def __init__(self, step: torch.Tensor, theta: torch.Tensor, percents: list[float],
-                 A: torch.Tensor | None = None):
+    def __init__(self, percents: list[float], m: int, n: int, fixed_design: bool):
         super().__init__()
-        if len(percents) != len(step) or len(step) != len(theta):
-            raise ValueError("step, theta and percents need one entry per layer")
-        self.step = nn.Parameter(step.clone())  # (T,)
-        self.theta = nn.Parameter(theta.clone())  # (T,)
+        self.step = nn.ParameterList([nn.Parameter(torch.ones(())) for _ in percents])
+        self.theta = nn.ParameterList([nn.Parameter(torch.zeros(())) for _ in percents])
         self.percents = list(percents)
-        self.fixed_design = A is not None
-        if self.fixed_design:
-            W, scale = analytic_design(A)
-            self.register_buffer("A", A.clone())
-            self.register_buffer("W", W)
-            self.register_buffer("scale", scale)
+        self.fixed_design = fixed_design
+        if fixed_design:
+            self.register_buffer("A", torch.zeros(m, n))
+            self.register_buffer("W", torch.zeros(m, n))
+            self.register_buffer("scale", torch.ones(()))
 
-    @classmethod
-    def initial(cls, n_layers: int, lam: float, percents: list[float], A: torch.Tensor | None = None,
-                dtype=torch.float32, device="cpu") -> "ALISTANetwork":
+    def set_design(self, A: torch.Tensor) -> None:
+        """Store the fixed design ``A`` with its analytic ``W`` and step scale."""
+        W, scale = analytic_design(A)
+        self.A.copy_(A)
+        self.W.copy_(W)
+        self.scale.copy_(scale)
+
+    def set_initial(self, lam: float) -> None:
         """The untrained network: ``step_k = 1``, ``theta_k = lam`` (analytic ISTA with ``lam``)."""
-        if A is not None:
-            dtype, device = A.dtype, A.device
-        ones = torch.ones(n_layers, dtype=dtype, device=device)
-        return cls(ones, lam * ones, percents, A)
+        for step, theta in zip(self.step, self.theta):
+            step.fill_(1.0)
+            theta.fill_(lam)
 
-    def stacked(self) -> dict[str, torch.Tensor]:
-        """``step`` and ``theta`` (T,), with a fixed design also ``A`` (m, n), on the CPU."""
-        parts = {"step": self.step, "theta": self.theta}
-        if self.fixed_design:
-            parts["A"] = self.A
-        return {name: t.detach().cpu() for name, t in parts.items()}
+    def layer_parameters(self, t: int) -> list[nn.Parameter]:
+        """The step and threshold of layer ``t`` (1-based)."""
+        return [self.step[t - 1], self.theta[t - 1]]
 
-    def forward(self, b: torch.Tensor, keep_all: bool = True, A: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def forward(self, b: torch.Tensor, keep_all: bool = True, A: torch.Tensor | None = None,
+                depth: int | None = None) -> list[torch.Tensor]:
         if self.fixed_design:
             A, W, scale = self.A, self.W, self.scale
         else:
@@ -252,10 +298,11 @@ class ALISTANetwork(nn.Module):
                 raise ValueError("ALISTA without a fixed design needs the instances' designs A (N, m, n)")
             W, scale = analytic_design(A)
             scale = scale.unsqueeze(-1)  # (N, 1)
+        depth = len(self.percents) if depth is None else depth
         Wtb = rmatvec(W, b)
         x = support_selection(self.step[0] / scale * Wtb, self.theta[0] / scale, self.percents[0])  # x_0 = 0
         outputs = [x]
-        for t in range(1, len(self.percents)):
+        for t in range(1, depth):
             gradient = rmatvec(W, matvec(A, x)) - Wtb  # W^T (A x - b)
             x = support_selection(x - self.step[t] / scale * gradient, self.theta[t] / scale, self.percents[t])
             if keep_all:
@@ -267,34 +314,33 @@ class LISTACPSSNetwork(nn.Module):
     """LISTA-CPSS's ``T`` layers; ``forward`` returns the per-layer outputs.
 
     ``A`` is a buffer; one ``W_k`` (m, n) per layer (a ``ParameterList``, as
-    in ``LISTANetwork``) and ``theta`` (T,) are learned.
+    in ``LISTANetwork``) and a threshold ``theta_k`` per layer are learned.
     """
 
-    def __init__(self, A: torch.Tensor, W: torch.Tensor, theta: torch.Tensor, percents: list[float]):
+    def __init__(self, percents: list[float], m: int, n: int):
         super().__init__()
-        if len(percents) != len(W) or len(W) != len(theta):
-            raise ValueError("W, theta and percents need one entry per layer")
-        self.register_buffer("A", A.clone())
-        self.W = nn.ParameterList([nn.Parameter(w.clone()) for w in W])  # T x (m, n)
-        self.theta = nn.Parameter(theta.clone())  # (T,)
+        self.register_buffer("A", torch.zeros(m, n))
+        self.W = nn.ParameterList([nn.Parameter(torch.zeros(m, n)) for _ in percents])
+        self.theta = nn.ParameterList([nn.Parameter(torch.zeros(())) for _ in percents])
         self.percents = list(percents)
 
-    @classmethod
-    def from_ista(cls, A: torch.Tensor, n_layers: int, lam: float, percents: list[float]) -> "LISTACPSSNetwork":
+    def set_ista(self, A: torch.Tensor, lam: float) -> None:
         """ISTA's weights: ``W_k = A / L``, ``theta_k = lam / L``, ``L = ||A||_2^2``."""
         L = lipschitz(A)
-        W = (A / L).expand(n_layers, -1, -1)
-        return cls(A, W, torch.full((n_layers,), float(lam / L), dtype=A.dtype, device=A.device), percents)
+        self.A.copy_(A)
+        for W, theta in zip(self.W, self.theta):
+            W.copy_(A / L)
+            theta.fill_(float(lam / L))
 
-    def stacked(self) -> dict[str, torch.Tensor]:
-        """``A`` (m, n), ``W`` (T, m, n) and ``theta`` (T,) on the CPU."""
-        return {"A": self.A.detach().cpu(), "W": torch.stack([w.detach().cpu() for w in self.W]),
-                "theta": self.theta.detach().cpu()}
+    def layer_parameters(self, t: int) -> list[nn.Parameter]:
+        """The weight and threshold of layer ``t`` (1-based)."""
+        return [self.W[t - 1], self.theta[t - 1]]
 
-    def forward(self, b: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
+    def forward(self, b: torch.Tensor, keep_all: bool = True, depth: int | None = None) -> list[torch.Tensor]:
+        depth = len(self.W) if depth is None else depth
         x = support_selection(rmatvec(self.W[0], b), self.theta[0], self.percents[0])  # x_0 = 0
         outputs = [x]
-        for t in range(1, len(self.W)):
+        for t in range(1, depth):
             x = support_selection(x + rmatvec(self.W[t], b - matvec(self.A, x)), self.theta[t], self.percents[t])
             if keep_all:
                 outputs.append(x)
@@ -303,17 +349,10 @@ class LISTACPSSNetwork(nn.Module):
 
 # --------------------------------------------------------------------------- solvers
 
-class _SupportSelectionSolver(UnrolledSolver):
-    """What ALISTA and LISTA-CPSS share beyond ``UnrolledSolver``: the support-selection schedule."""
-
-    def _percents(self) -> list[float]:
-        return support_percentages(self.n_layers, self.support_p, self.support_max)
-
-
-class ALISTA(_SupportSelectionSolver):
+class ALISTA(LearnedSolver):
     """Analytic LISTA (Liu et al. 2019), for a fixed sensing matrix (``lasso``) or per-instance designs (``slr``).
 
-    ``W`` is computed by ``analytic_weight`` (closed form, exact, in
+    ``W`` is computed by ``analytic_design`` (closed form, exact, in
     milliseconds; the paper's projected gradient descent,
     ``analytic_weight_pgd``, reaches the same matrix); only ``2T`` scalars,
     a step size and a threshold per layer, are trained. With a fixed design,
@@ -321,58 +360,57 @@ class ALISTA(_SupportSelectionSolver):
     ``fit`` (stored in the state), as LISTA does. With per-instance designs
     (``A`` of shape ``(N, m, n)`` in the observation), each instance's ``W``
     and step scale ``||W^T A||_2`` are computed from its own design at every
-    call, and the learned scalars, relative to that scale, are shared
-    (``ALISTANetwork``).
+    call, and the learned scalars, relative to that scale, are shared.
 
-    Hyper-parameters: ``n_layers``, ``gamma`` (layer-loss discount), ``lr``,
-    ``lam_init`` (initial thresholds, in units of the step),
-    ``support_p``, ``support_max`` (percent), ``fresh_samples``.
-    Fitted state: ``network_`` (an ``ALISTANetwork``).
+    Hyper-parameters (see ``l2obench list``): ``n_layers``, ``schedule``,
+    ``gamma``, ``lr``, ``lam_init``, ``support_p``, ``support_max``,
+    ``fresh_samples``. Fitted state: ``network_`` (an ``ALISTANetwork``).
     """
 
-    def fit(self, context: FitContext) -> "ALISTA":
-        shared = context.train.shared.get("A")
-        A = shared_sensing_matrix(context, "ALISTA") if shared is not None else None
-        if A is None and context.train.observed.get("A", torch.empty(0)).dim() != 3:
-            raise ValueError("ALISTA needs a sensing matrix A (m, n) shared by all instances or one per instance (N, m, n)")
-        self.network_ = ALISTANetwork.initial(self.n_layers, self.lam_init, self._percents(), A,
-                                              dtype=context.train.observed["b"].dtype, device=context.device)
-        train_unrolled(self.network_, self.n_layers, context, self.gamma, self.lr, self.fresh_samples,
-                       desc=f"train ALISTA (T={self.n_layers})", run=self.run)
-        return self
+    def network_config(self, context: FitContext) -> dict:
+        A = context.train.observation().get("A")
+        if A is None or A.dim() not in (2, 3):
+            raise ValueError("ALISTA needs a sensing matrix A (m, n) shared by all instances or one per "
+                             "instance (N, m, n)")
+        m, n = A.shape[-2:]
+        return {"m": int(m), "n": int(n), "fixed_design": A.dim() == 2}
 
-    def run(self, observation, keep_all: bool = True) -> list[torch.Tensor]:
+    def make_network(self, config) -> ALISTANetwork:
+        return ALISTANetwork(support_percentages(self.n_layers, self.support_p, self.support_max), config["m"],
+                             config["n"], config["fixed_design"])
+
+    def init_network(self, network: ALISTANetwork, context: FitContext) -> None:
+        network.set_initial(self.lam_init)
+        if network.fixed_design:
+            network.set_design(shared_design(context, "ALISTA"))
+
+    def forward(self, observation, keep_all: bool = True, depth: int | None = None):
         A = None if self.network_.fixed_design else observation["A"]
-        return self.network_(observation["b"], keep_all=keep_all, A=A)
-
-    def load_state_dict(self, state) -> "ALISTA":
-        self.set_params(**state["params"])
-        w = state["weights"]
-        self.network_ = ALISTANetwork(w["step"], w["theta"], self._percents(), w.get("A"))
-        return self
+        return self.network_(observation["b"], keep_all=keep_all, A=A, depth=depth)
 
 
-class LISTACPSS(_SupportSelectionSolver):
+class LISTACPSS(LearnedSolver):
     """LISTA with coupled weights and support selection (Chen et al. 2018), ``lasso`` family.
 
     Learns one ``W_k`` (m, n) and one threshold per layer, initialised from
-    ISTA with ``lam_init``.
+    ISTA with ``lam_init``; ``solve`` uses the sensing matrix seen by ``fit``
+    (stored in the state).
 
-    Hyper-parameters: ``n_layers``, ``gamma`` (layer-loss discount), ``lr``,
-    ``lam_init``, ``support_p``, ``support_max`` (percent), ``fresh_samples``.
-    Fitted state: ``network_`` (a ``LISTACPSSNetwork``). ``solve`` uses the
-    sensing matrix seen by ``fit`` (stored in the state).
+    Hyper-parameters (see ``l2obench list``): ``n_layers``, ``schedule``,
+    ``gamma``, ``lr``, ``lam_init``, ``support_p``, ``support_max``,
+    ``fresh_samples``. Fitted state: ``network_`` (a ``LISTACPSSNetwork``).
     """
 
-    def fit(self, context: FitContext) -> "LISTACPSS":
-        A = shared_sensing_matrix(context, "LISTA-CPSS")
-        self.network_ = LISTACPSSNetwork.from_ista(A, self.n_layers, self.lam_init, self._percents())
-        train_unrolled(self.network_, self.n_layers, context, self.gamma, self.lr, self.fresh_samples,
-                       desc=f"train LISTA-CPSS (T={self.n_layers})")
-        return self
+    def network_config(self, context: FitContext) -> dict:
+        m, n = shared_design(context, "LISTA-CPSS").shape
+        return {"m": int(m), "n": int(n)}
 
-    def load_state_dict(self, state) -> "LISTACPSS":
-        self.set_params(**state["params"])
-        w = state["weights"]
-        self.network_ = LISTACPSSNetwork(w["A"], w["W"], w["theta"], self._percents())
-        return self
+    def make_network(self, config) -> LISTACPSSNetwork:
+        return LISTACPSSNetwork(support_percentages(self.n_layers, self.support_p, self.support_max), config["m"],
+                                config["n"])
+
+    def init_network(self, network: LISTACPSSNetwork, context: FitContext) -> None:
+        network.set_ista(shared_design(context, "LISTA-CPSS"), self.lam_init)
+
+    def forward(self, observation, keep_all: bool = True, depth: int | None = None):
+        return self.network_(observation["b"], keep_all=keep_all, depth=depth)

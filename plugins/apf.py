@@ -43,15 +43,16 @@ small log-det steps, the concave part in float64 with its positive rounding
 dropped (its exact value is ``<= 0``). Read from rounded values, the test
 accepted too long steps that oscillated (measured: float32 SLR instances
 stalled at ``max_iter`` with MCP). Precision matrices are computed in
-float64 inside and returned in the input dtype.
+float64 inside (``LogDet.line_search_dtype``) and returned in the input dtype.
 
-Problems (chosen from the observation's keys):
+Problems: the family's data term (``l2obench.datafits``, named by
+``ProblemFamily.data_term`` and learnt at ``fit``):
 
-- sparse linear regression ``{"A": (N, m, d) or (m, d), "b": (N, m)}``:
+- ``least_squares`` (sparse linear regression, ``{"A": (N, m, d) or (m, d), "b": (N, m)}``):
   ``L(beta) = 0.5 ||A beta - b||^2`` (``l2obench.ops.lasso_objective``'s
   scaling: zero-padded rows leave it unchanged, and with unit-norm columns
   ``lam`` means the same for every sample count);
-- sparse precision estimation ``{"S": (N, d, d)}``:
+- ``logdet`` (sparse precision estimation, ``{"S": (N, d, d)}``):
   ``L(Theta) = -logdet Theta + tr(S Theta)``, gradient ``S - Theta^{-1}``,
   the penalty on off-diagonal entries only (scikit-learn's graphical lasso
   with ``alpha = lam`` when the penalty is l1).
@@ -64,21 +65,22 @@ from __future__ import annotations
 import torch
 
 from l2obench.contracts import Solution
-from l2obench.ops import matvec, per_instance, rmatvec, soft_threshold
+from l2obench.ops import per_instance
 from l2obench.penalties import Penalty, penalty as make_penalty
-from l2obench.precision import cholesky_inverse, offdiag_mask, offdiag_soft_threshold, symmetrize
 from l2obench.tuning import ClassicalSolver
 
-__all__ = ["APF", "apf", "stationarity", "Regression", "Precision"]
+__all__ = ["APF", "apf", "stationarity", "NEEDS"]
 
 # Doublings of Lk allowed in one step's line search; an instance still not
 # majorised after that (only by rounding) stops with its current iterate.
 MAX_BACKTRACKS = 60
 # L_min = L_MIN_FRACTION * curvature scale of the instance.
 L_MIN_FRACTION = 1e-6
-# Precision matrices: below this tr(M^2), M = Theta^{-1/2} (Theta+ - Theta) Theta^{-1/2}, the
-# log-det excess of a trial step is taken from its series (see Precision.trial).
-SERIES_BELOW = 1e-6
+# What APF asks of its data term (l2obench.datafits; ``penalised`` and
+# ``line_search_dtype`` are attributes): a start, the iterate states of the line search
+# (``trial`` is the Bregman excess L(x + d) - L(x) - <grad L(x), d>), the l1 prox on the
+# penalised entries and a curvature scale for the first Lk.
+NEEDS = ("start", "state", "gradient", "trial", "accept", "prox_l1", "curvature_scale", "subset", "finish")
 
 
 def _rows(state: dict, rows: torch.Tensor) -> dict:
@@ -88,126 +90,6 @@ def _rows(state: dict, rows: torch.Tensor) -> dict:
 def _put(state: dict, rows: torch.Tensor, values: dict) -> None:
     for k, v in values.items():
         state[k].index_copy_(0, rows, v)
-
-
-class Regression:
-    """Least squares ``0.5 ||A beta - b||^2`` per instance (shared or per-instance ``A``).
-
-    A problem for ``apf`` provides: ``start()`` (``beta_0`` and its state, a
-    dict of per-instance tensors), ``gradient(x, state)``, ``trial(x, delta,
-    state, rows)`` (``L(x + delta) - L(x) - <grad L(x), delta>``, feasibility
-    and the trial point's state; ``rows`` are the positions of ``x`` among the
-    running instances, ``None`` for all), ``accept(state)``, ``prox(z, t)``,
-    ``curvature_scale()``, ``keep(rows)`` (drop finished instances),
-    ``finish(x)`` and ``penalised`` (mask of penalised entries, ``None``: all).
-    Here the state of an iterate is its residual ``A beta - b``.
-    """
-
-    penalised = None  # every coordinate
-
-    def __init__(self, A: torch.Tensor, b: torch.Tensor):
-        self.A, self.b = A, b
-        self.shared = A.dim() == 2
-
-    def start(self) -> tuple[torch.Tensor, dict]:
-        """``beta_0 = 0`` and its state."""
-        return self.b.new_zeros(self.b.shape[0], self.A.shape[-1]), {"r": -self.b.clone()}
-
-    def curvature_scale(self) -> torch.Tensor:
-        """Largest squared column norm per instance, ``(N,)``: the curvature along one coordinate."""
-        scale = (self.A**2).sum(-2).amax(-1)
-        return scale.expand(self.b.shape[0]).clone() if self.shared else scale
-
-    def _design(self, rows):
-        return self.A if self.shared or rows is None else self.A.index_select(0, rows)
-
-    def gradient(self, x: torch.Tensor, state: dict) -> torch.Tensor:
-        """``A^T (A beta - b)`` for the running instances."""
-        return rmatvec(self.A, state["r"])
-
-    def trial(self, x: torch.Tensor, delta: torch.Tensor, state: dict, rows: torch.Tensor):
-        """``L(x + delta) - L(x) - <grad L(x), delta> = 0.5 ||A delta||^2``, feasibility, new state."""
-        Ad = matvec(self._design(rows), delta)
-        return 0.5 * (Ad * Ad).sum(-1), torch.ones_like(Ad[:, 0], dtype=torch.bool), {"r": state["r"] + Ad}
-
-    def accept(self, state: dict) -> dict:
-        return state
-
-    def prox(self, z: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-        return soft_threshold(z, threshold.unsqueeze(-1))
-
-    def keep(self, rows: torch.Tensor) -> None:
-        self.b = self.b.index_select(0, rows)
-        if not self.shared:
-            self.A = self.A.index_select(0, rows)
-
-    def finish(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-class Precision:
-    """``-logdet Theta + tr(S Theta)`` per instance, float64 inside; penalty off the diagonal.
-
-    The state of an iterate is its Cholesky factor ``C``, ``logdet Theta`` and
-    ``W = Theta^{-1}``; a trial point is feasible when its Cholesky
-    factorisation succeeds (positive definite).
-    """
-
-    def __init__(self, S: torch.Tensor):
-        self.dtype = S.dtype
-        self.S = symmetrize(S.double())
-        self.penalised = offdiag_mask(S.shape[-1], S.device, torch.float64)
-
-    def start(self) -> tuple[torch.Tensor, dict]:
-        """``Theta_0 = diag(1 / S_ii)``, the solution for every ``lam >= max_{i != j} |S_ij|``."""
-        diag = torch.diagonal(self.S, dim1=-2, dim2=-1).clamp_min(torch.finfo(torch.float64).tiny)
-        theta = torch.diag_embed(1.0 / diag)
-        return theta, self.accept({"C": theta.sqrt(), "logdet": -torch.log(diag).sum(-1), "W": theta})
-
-    def curvature_scale(self) -> torch.Tensor:
-        """``max_i S_ii^2``, the curvature of ``-logdet`` at ``Theta_0`` along a diagonal entry."""
-        return torch.diagonal(self.S, dim1=-2, dim2=-1).amax(-1) ** 2
-
-    def gradient(self, x: torch.Tensor, state: dict) -> torch.Tensor:
-        """``S - Theta^{-1}`` for the running instances."""
-        return self.S - state["W"]
-
-    def trial(self, x: torch.Tensor, delta: torch.Tensor, state: dict, rows: torch.Tensor):
-        """``-logdet(x + delta) + logdet x + <x^{-1}, delta>``, and whether ``x + delta`` is positive definite.
-
-        With ``M = x^{-1/2} delta x^{-1/2}`` the excess is
-        ``sum_k>=2 (-1)^k tr(M^k) / k = sum(mu - log(1 + mu)) >= 0`` (``mu`` the
-        eigenvalues of ``M``). Computed as a difference of log-determinants it
-        is lost to rounding near convergence, where it is ``O(||delta||^2)``
-        (and a line search reading rounding would accept too long steps), so
-        below ``tr(M^2) = SERIES_BELOW`` the series to third order is used
-        instead (relative error below ``tr(M^2) / 2``), with
-        ``tr(M^k) = tr((W delta)^k)``, ``W = x^{-1}``.
-        """
-        C, info = torch.linalg.cholesky_ex(x + delta)
-        logdet = 2 * torch.log(torch.diagonal(C, dim1=-2, dim2=-1).clamp_min(torch.finfo(C.dtype).tiny)).sum(-1)
-        WD = state["W"] @ delta
-        WD2 = WD @ WD
-        t1 = torch.diagonal(WD, dim1=-2, dim2=-1).sum(-1)
-        t2 = torch.diagonal(WD2, dim1=-2, dim2=-1).sum(-1)
-        t3 = (WD2 * WD.transpose(-1, -2)).sum((-1, -2))
-        excess = torch.where(t2 < SERIES_BELOW, t2 / 2 - t3 / 3, state["logdet"] - logdet + t1)
-        feasible = (info == 0) & torch.isfinite(excess)
-        excess = torch.where(feasible, excess, torch.full_like(excess, float("inf")))
-        return excess, feasible, {"C": C, "logdet": logdet, "W": state["W"]}
-
-    def accept(self, state: dict) -> dict:
-        """The state of the accepted iterates, with ``W = Theta^{-1}`` from their Cholesky factors."""
-        return {**state, "W": cholesky_inverse(state["C"])}
-
-    def prox(self, z: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-        return symmetrize(offdiag_soft_threshold(z, threshold))
-
-    def keep(self, rows: torch.Tensor) -> None:
-        self.S = self.S.index_select(0, rows)
-
-    def finish(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.dtype)
 
 
 def stationarity(x: torch.Tensor, grad: torch.Tensor, lam: torch.Tensor, penalised=None) -> torch.Tensor:
@@ -254,7 +136,7 @@ class _Concave:
         return bracket.clamp_max(0).flatten(1).sum(-1)
 
 
-def _line_search(problem, concave: _Concave, x: torch.Tensor, state: dict, grad: torch.Tensor, Lk: torch.Tensor,
+def _line_search(term, concave: _Concave, x: torch.Tensor, state: dict, grad: torch.Tensor, Lk: torch.Tensor,
                  lam: torch.Tensor, q_grad_x: torch.Tensor):
     """One modified proximal-gradient step per instance, ``Lk`` doubled until it is majorised.
 
@@ -278,9 +160,9 @@ def _line_search(problem, concave: _Concave, x: torch.Tensor, state: dict, grad:
         full = pending.numel() == n  # first try: no gathering
         take = (lambda v: v) if full else (lambda v: v if v is None else v.index_select(0, pending))  # noqa: E731
         xs, gs, Ls, lams = take(x), take(grad), take(Lk), take(lam)
-        cand = problem.prox(xs - gs / per_instance(Ls, xs), lams / Ls)
+        cand = term.prox_l1(xs - gs / per_instance(Ls, xs), lams / Ls)
         delta = cand - xs
-        excess, feasible, trial_state = problem.trial(xs, delta, state if full else _rows(state, pending),
+        excess, feasible, trial_state = term.trial(xs, delta, state if full else _rows(state, pending),
                                                       None if full else pending)
         q_excess = concave.excess(xs, cand, lams, take(q_x), take(q_grad_x))
         ok = feasible & (excess + q_excess <= 0.5 * Ls * (delta * delta).flatten(1).sum(-1))
@@ -295,18 +177,18 @@ def _line_search(problem, concave: _Concave, x: torch.Tensor, state: dict, grad:
         Lk = Lk.index_copy(0, pending, 2 * Lk.index_select(0, pending))
     stalled = torch.zeros(n, dtype=torch.bool, device=x.device)
     stalled[pending] = True
-    return x_new, problem.accept(new_state), Lk, stalled
+    return x_new, term.accept(new_state), Lk, stalled
 
 
-def apf(problem, lam: float, pen: Penalty, eta: float = 0.9, tol: float = 1e-4, max_iter: int = 2000,
+def apf(term, lam: float, pen: Penalty, eta: float = 0.9, tol: float = 1e-4, max_iter: int = 2000,
         trajectory: bool = False) -> Solution:
-    """Run APF on every instance of ``problem`` (``Regression`` or ``Precision``).
+    """Run APF on every instance of the data term ``term``.
 
     Parameters
     ----------
-    problem : Regression or Precision
-        The smooth loss, its starting point and proximal map (consumed: its
-        data shrink as instances finish).
+    term : l2obench.datafits.LeastSquares or LogDet
+        The smooth loss ``L`` of every instance, with what APF ``NEEDS`` (its
+        start, line-search states and proximal map), in the dtype to compute in.
     lam : float
         Target regularisation ``lam_tgt``.
     pen : Penalty
@@ -331,17 +213,18 @@ def apf(problem, lam: float, pen: Penalty, eta: float = 0.9, tol: float = 1e-4, 
         raise ValueError(f"eta must lie in (0, 1), got {eta}")
     if lam <= 0:
         raise ValueError(f"the target lambda must be positive, got {lam}")
-    x, state = problem.start()
+    x = term.start()
+    state = term.state(x)
     N, dtype, device = x.shape[0], x.dtype, x.device
-    mask = problem.penalised
+    mask = term.penalised
     if mask is None:
         mask = x.new_ones(())
-    grad_loss = problem.gradient(x, state)
+    grad_loss = term.gradient(x, state)
     lam0 = (grad_loss * mask).abs().flatten(1).amax(-1)
     target = torch.tensor(lam, dtype=dtype, device=device)
     stage_lam = torch.maximum(eta * lam0, target)  # lam_1 = eta lam_0, never below the target
-    Lmin = L_MIN_FRACTION * problem.curvature_scale().to(dtype)
-    Lk = problem.curvature_scale().to(dtype)
+    Lmin = L_MIN_FRACTION * term.curvature_scale().to(dtype)
+    Lk = term.curvature_scale().to(dtype)
     index = torch.arange(N, device=device)
     steps = torch.zeros(N, dtype=torch.long, device=device)
     x_out = x.clone()
@@ -354,10 +237,10 @@ def apf(problem, lam: float, pen: Penalty, eta: float = 0.9, tol: float = 1e-4, 
         q_grad_x = concave.grad(x, stage_lam)
         grad = grad_loss + q_grad_x.to(dtype)
         Lk = torch.maximum(Lmin, Lk / 2)
-        x, state, Lk, stalled = _line_search(problem, concave, x, state, grad, Lk, stage_lam, q_grad_x)
-        grad_loss = problem.gradient(x, state)
+        x, state, Lk, stalled = _line_search(term, concave, x, state, grad, Lk, stage_lam, q_grad_x)
+        grad_loss = term.gradient(x, state)
         steps[index] += (~stalled).long()
-        omega = stationarity(x, grad_loss + concave.grad(x, stage_lam).to(dtype), stage_lam, problem.penalised)
+        omega = stationarity(x, grad_loss + concave.grad(x, stage_lam).to(dtype), stage_lam, term.penalised)
         final = stage_lam <= target
         converged = omega <= torch.where(final, tol * target, stage_lam / 4)
         done = (converged & final) | stalled | (steps.index_select(0, index) >= max_iter)
@@ -370,27 +253,28 @@ def apf(problem, lam: float, pen: Penalty, eta: float = 0.9, tol: float = 1e-4, 
             index = index.index_select(0, rows)
             x, grad_loss, stage_lam, Lk, Lmin = (v.index_select(0, rows) for v in (x, grad_loss, stage_lam, Lk, Lmin))
             state = _rows(state, rows)
-            problem.keep(rows)
+            term = term.subset(rows)
         if path is not None:
-            path.append(problem.finish(x_out.clone().index_copy_(0, index, x)))
+            path.append(term.finish(x_out.clone().index_copy_(0, index, x)))
     if index.numel():
         x_out.index_copy_(0, index, x)
-    return Solution(problem.finish(x_out), path, steps)
+    return Solution(term.finish(x_out), path, steps)
 
 
 class APF(ClassicalSolver):
     """Approximate path following with MCP, SCAD or l1 (see the module docstring).
 
     Hyper-parameters (see ``l2obench list``): ``lam`` (target lambda),
-    ``penalty``, ``eta``, ``max_iter``, ``tol``. The observation selects the
-    problem: ``A, b`` (sparse linear regression) or ``S`` (sparse precision).
+    ``penalty``, ``eta``, ``max_iter``, ``tol``. The problem is the family's
+    data term, named at ``fit`` (``ProblemFamily.data_term``: least squares
+    for ``slr``, log-det for ``spe``) and kept in the fitted state; to solve
+    without fitting, name it: ``APF(...).with_data_term("logdet")``.
     """
 
+    needs = NEEDS
+
     def solve(self, observation, trajectory=False) -> Solution:
-        if "S" in observation:
-            problem = Precision(observation["S"])
-        else:
-            problem = Regression(observation["A"], observation["b"])
+        term_class = self.data_term_class()
+        term = term_class.from_observation(observation, dtype=term_class.line_search_dtype)
         with torch.no_grad():
-            return apf(problem, self.lam, make_penalty(self.penalty), self.eta, self.tol, self.max_iter,
-                       trajectory)
+            return apf(term, self.lam, make_penalty(self.penalty), self.eta, self.tol, self.max_iter, trajectory)

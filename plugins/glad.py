@@ -46,16 +46,12 @@ import math
 import torch
 from torch import nn
 
-from l2obench.contracts import FitContext, Instances, Solution, Solver
+from l2obench.contracts import FitContext
+from l2obench.learned import LearnedSolver
 from l2obench.ops import soft_threshold
 from l2obench.precision import symmetrize
-from l2obench.training import train
-from l2obench_plugins.lista import layer_weights
 
-__all__ = ["GLAD", "GLADNetwork", "am_theta_update", "precision_nmse_db"]
-
-# Validation is evaluated in chunks of this many instances.
-EVAL_CHUNK = 2048
+__all__ = ["GLAD", "GLADNetwork", "am_theta_update"]
 
 
 # --------------------------------------------------------------------------- the Theta update
@@ -157,8 +153,6 @@ class GLADNetwork(nn.Module):
     def __init__(self, n_layers: int, hidden: int = 3, t_init: float = 0.1, lambda_init: float = 1.0,
                  threshold_diagonal: bool = True, output: str = "theta"):
         super().__init__()
-        if output not in ("theta", "z"):
-            raise ValueError(f"output must be 'theta' or 'z', got {output!r}")
         self.output = output
         self.n_layers = int(n_layers)
         self.lambda_init = float(lambda_init)
@@ -206,76 +200,28 @@ class GLADNetwork(nn.Module):
         return outputs
 
 
-# --------------------------------------------------------------------------- training and solving
+# --------------------------------------------------------------------------- the solver
 
-def precision_nmse_db(estimate, instances: Instances) -> float:
-    """NMSE in dB, ``10 log10(sum ||Theta - Theta*||_F^2 / sum ||Theta*||_F^2)``, of
-    ``estimate(observation)`` over ``instances``, in chunks of ``EVAL_CHUNK``."""
-    err = ref = 0.0
-    for start in range(0, len(instances), EVAL_CHUNK):
-        part = instances.subset(slice(start, start + EVAL_CHUNK))
-        target = part.target["Theta"]
-        err += float(((estimate(part.observation()) - target) ** 2).sum())
-        ref += float((target**2).sum())
-    return 10 * math.log10(err / ref) if err > 0 else -math.inf
-
-
-def glad_loss(outputs: list[torch.Tensor], target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Thesis eq. 6.5: ``sum_k w_k mean_i ||out_k^(i) - Theta*^(i)||_F^2``, ``w_k = gamma^(K-k)``, over the
-    layers' outputs ``out_k`` (``Theta_k`` or ``Z_k``)."""
-    errors = torch.stack([((out - target) ** 2).sum((-1, -2)).mean() for out in outputs])
-    return (weights * errors).sum()
-
-
-class GLAD(Solver):
+class GLAD(LearnedSolver):
     """GLAD (thesis ch. 6, Algorithm 4) for the ``spe`` family.
 
     Hyper-parameters (see ``l2obench list``): ``n_layers``, ``hidden``,
     ``t_init``, ``lambda_init``, ``threshold_diagonal``, ``output``, ``lr``,
     ``gamma``, ``fresh_samples``. Fitted state: ``network_``. ``solve`` reads the
     sample covariances ``S`` (N, d, d) and returns the last layer's output
-    (``Z_K`` or ``Theta_K``); its trajectory is every layer's output.
+    (``Z_K`` or ``Theta_K``); its trajectory is every layer's output. Training
+    (``LearnedSolver``): eq. 6.5 with the family's loss ``||out_k - Theta*||_F^2``.
     """
 
-    def _network(self) -> GLADNetwork:
+    def network_config(self, context: FitContext) -> dict:
+        return {}
+
+    def make_network(self, config) -> GLADNetwork:
         return GLADNetwork(self.n_layers, self.hidden, self.t_init, self.lambda_init, self.threshold_diagonal,
                            self.output)
 
-    def fit(self, context: FitContext) -> "GLAD":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(context.seed)
-            self.network_ = self._network().to(context.device)
-        network = self.network_
-        weights = layer_weights(self.n_layers, self.gamma, network.t_raw)
+    def forward(self, observation, keep_all: bool = True, depth: int | None = None):
+        return self.network_(observation["S"], keep_all=keep_all)
 
-        def loss_fn(batch: Instances) -> torch.Tensor:
-            return glad_loss(network(batch.observed["S"]), batch.target["Theta"], weights)
-
-        def validate() -> float:
-            return precision_nmse_db(lambda obs: network(obs["S"], keep_all=False)[-1], context.val)
-
-        train(network, loss_fn, validate, context, lr=self.lr, fresh_samples=self.fresh_samples,
-              desc=f"train GLAD (K={self.n_layers})")
-        return self
-
-    def solve(self, observation, trajectory: bool = False) -> Solution:
-        S = observation["S"]
-        with torch.no_grad():
-            outputs = self.network_(S, keep_all=trajectory)
-        iterations = torch.full((S.shape[0],), self.n_layers, dtype=torch.long, device=S.device)
-        return Solution(outputs[-1], outputs if trajectory else None, iterations)
-
-    def state_dict(self) -> dict:
-        weights = {k: v.detach().cpu().clone() for k, v in self.network_.state_dict().items()}
-        return {"params": self.get_params(), "weights": weights}
-
-    def load_state_dict(self, state) -> "GLAD":
-        self.set_params(**state["params"])
-        self.network_ = self._network()
-        self.network_.load_state_dict(state["weights"])
-        self.network_.eval()
-        return self
-
-    def to(self, device) -> "GLAD":
-        self.network_.to(device)
-        return self
+    def describe_training(self) -> str:
+        return f"train GLAD (K={self.n_layers})"

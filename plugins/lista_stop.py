@@ -1,31 +1,21 @@
 """LISTA-stop: LISTA with a learned, instance-wise stopping policy (thesis chapter 5).
 
 Predictive model: the T-layer LISTA network ``x_t = soft(W1_t b + W2_t x_{t-1}, theta_t)``
-(thesis eq. 5.11). Stopping policy: ``pi_t = pi_phi(b, x_t)``, the probability of
-stopping after layer ``t < T`` (eq. 5.2), an MLP over ``[b, b - A x_t, x_t, e_t]``
-with ``e_t`` a sinusoidal encoding of ``t``. The policy induces the stop-time
-distribution (eq. 5.3)
+(thesis eq. 5.11, ``l2obench.unrolled.LISTANetwork``). Stopping policy:
+``pi_t = pi_phi(b, x_t)``, the probability of stopping after layer ``t < T``
+(eq. 5.2), an MLP over ``[b, b - A x_t, x_t, e_t]`` with ``e_t`` a sinusoidal
+encoding of ``t``. Training follows section 5.4 with the stopping mathematics
+of ``l2obench.stopping`` (per-layer losses are the family's ``loss``):
 
-    q_phi(t) = pi_t prod_{tau < t} (1 - pi_tau),  t < T;   q_phi(T) = prod_{tau < T} (1 - pi_tau).
-
-Training (section 5.4), with the loss ``l_t = ||x_t - x*||^2 / s`` (``s`` the
-batch mean of ``||x*||^2``, so that the temperature ``beta`` is dimensionless):
-
-- Stage I fits the network against the oracle stop distribution
-  ``q*(t) = softmax_t(-l_t / beta)`` (eq. 5.8). The objective of eq. 5.9 with a
-  uniform prior, ``E_{q*} l - beta H(q*)``, equals ``-beta log sum_t exp(-l_t / beta)``
-  up to a constant, which is the loss minimised.
-- Stage II fixes the network and fits the policy by the forward KL
-  ``KL(q* || q_phi) = -sum_t q*(t) log q_phi(t) + const`` (eq. 5.10). With
-  ``hard_oracle`` (the default, as in the authors' code) ``q*`` is replaced by
-  its mode, the best layer: imitating a spread ``q*`` leaves every stop
-  probability below 1/2, so the ``threshold`` rule would rarely stop.
-- Stage III (joint fine-tuning) is optional in the thesis and not implemented.
-
-With ``warm_start`` the network is first trained as LISTA (the layer-weighted
-loss, same budget) and stage I starts from there: on a training budget that
-fits a CPU, stage I from the ISTA initialisation leaves the last layers worse
-than LISTA's, and the policy has little to choose from.
+- with ``warm_start`` the network is first trained as LISTA is (``schedule``:
+  layer-wise with learning-rate decay stages, or the layer-weighted loss), and
+  stage I starts from there;
+- stage I fits the network against the oracle stop distribution ``q*`` (eq. 5.8-5.9);
+- stage II fixes the network and fits the policy by the forward KL (eq. 5.10).
+  With ``hard_oracle`` (the default, as in the authors' code) ``q*`` is
+  replaced by its mode, the best layer: imitating a spread ``q*`` leaves every
+  stop probability below 1/2, so the ``threshold`` rule would rarely stop;
+- stage III (``finetune_steps > 0``) fine-tunes both on eq. 5.6 (Table 5.3).
 
 At test time the policy decides sequentially after each layer, by the rule
 ``stop_rule``: ``threshold`` stops when ``pi_t > 0.5`` (deterministic),
@@ -37,18 +27,18 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from l2obench.contracts import Budget, FitContext, Solution, Solver
+from l2obench.contracts import FitContext, Solution
+from l2obench.learned import LearnedSolver, mean_loss, split_mean
+from l2obench.stopping import layer_losses, log_stop_distribution, stage1_loss, stage2_loss, stage3_loss
 from l2obench.training import train
-from l2obench_plugins.lista import (EVAL_CHUNK, LISTANetwork, chunked_nmse_db, shared_sensing_matrix,
-                                    train_unrolled)
+from l2obench.unrolled import LISTANetwork, shared_design
 
-STOP_RULES = ("threshold", "sample", "never")
+# Stage III fine-tunes at this fraction of stage I's learning rate.
+FINETUNE_LR_FACTOR = 0.1
 
 
 def position_encoding(n_positions: int, dim: int) -> torch.Tensor:
@@ -84,93 +74,94 @@ class StopPolicy(nn.Module):
         return self.mlp(features).squeeze(-1)
 
 
-def log_stop_distribution(logits: torch.Tensor) -> torch.Tensor:
-    """``log q_phi(t)`` (eq. 5.3) from stop logits ``(N, T-1)``; returns ``(N, T)``."""
-    log_stop, log_go = F.logsigmoid(logits), F.logsigmoid(-logits)
-    survive = torch.cumsum(log_go, dim=-1)  # log prod_{tau <= t} (1 - pi_tau)
-    before = F.pad(survive[:, :-1], (1, 0))  # log prod_{tau < t} (1 - pi_tau)
-    return torch.cat([log_stop + before, survive[:, -1:]], dim=-1)
+class LISTAStopModel(nn.Module):
+    """The predictive model (``lista``) and the stopping policy (``policy``) of LISTA-stop."""
+
+    def __init__(self, m: int, n: int, n_layers: int, hidden: int, position_dim: int):
+        super().__init__()
+        self.lista = LISTANetwork(m, n, n_layers)
+        self.policy = StopPolicy(m, n, n_layers, hidden, position_dim)
+
+    def layer_parameters(self, t: int) -> list[nn.Parameter]:
+        """Layer ``t``'s parameters of the predictive model (its progressive training)."""
+        return self.lista.layer_parameters(t)
 
 
-def oracle_losses(outputs: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
-    """``l_t = ||x_t - x*||^2 / mean ||x*||^2``, shape ``(N, T)``."""
-    scale = (target**2).sum(-1).mean().clamp_min(1e-12).detach()
-    return torch.stack([((x - target) ** 2).sum(-1) for x in outputs], dim=-1) / scale
-
-
-class LISTAStop(Solver):
+class LISTAStop(LearnedSolver):
     """LISTA with a learned stopping policy (``lasso`` family).
 
-    Hyper-parameters (see ``l2obench list``): ``n_layers``, ``beta``, ``warm_start``, ``gamma``, ``lr``,
-    ``lam_init``, ``fresh_samples``, ``policy_hidden``, ``policy_lr``,
-    ``policy_steps``, ``hard_oracle``, ``stop_rule``, ``sample_seed``. Fitted state:
-    ``network_`` (the predictive model) and ``policy_``.
+    Hyper-parameters (see ``l2obench list``): ``n_layers``, ``beta``,
+    ``warm_start``, ``schedule``, ``gamma``, ``lr``, ``lam_init``,
+    ``fresh_samples``, ``policy_hidden``, ``policy_lr``, ``policy_steps``,
+    ``hard_oracle``, ``finetune_steps``, ``stop_rule``, ``sample_seed``.
+    Fitted state: ``network_`` (a ``LISTAStopModel``).
     """
 
     POSITION_DIM = 8
 
-    def _check(self) -> None:
-        if self.stop_rule not in STOP_RULES:
-            raise ValueError(f"stop_rule must be one of {', '.join(STOP_RULES)}; got {self.stop_rule!r}")
+    def network_config(self, context: FitContext) -> dict:
+        m, n = shared_design(context, "LISTA-stop").shape
+        return {"m": int(m), "n": int(n)}
 
-    def fit(self, context: FitContext) -> "LISTAStop":
-        self._check()
-        A = shared_sensing_matrix(context, "LISTA-stop")
-        m, n = A.shape
-        self.network_ = LISTANetwork.from_ista(A, self.n_layers, self.lam_init)
-        self.policy_ = StopPolicy(m, n, self.n_layers, self.policy_hidden, self.POSITION_DIM).to(context.device)
-        beta = self.beta
+    def make_network(self, config) -> LISTAStopModel:
+        return LISTAStopModel(config["m"], config["n"], self.n_layers, self.policy_hidden, self.POSITION_DIM)
+
+    def init_network(self, network: LISTAStopModel, context: FitContext) -> None:
+        network.lista.set_ista(shared_design(context, "LISTA-stop"), self.lam_init)
+
+    def forward(self, observation, keep_all: bool = True, depth: int | None = None):
+        """The predictive model's layer outputs (no stopping)."""
+        return self.network_.lista(observation["b"], keep_all=keep_all, depth=depth)
+
+    def train_network(self, context: FitContext) -> dict:
+        """Warm start (optional), stage I, stage II, stage III (optional); returns each one's history."""
+        problem, lista, policy = context.problem, self.network_.lista, self.network_.policy
+        history = {}
         if self.warm_start:
-            warm_history = train_unrolled(self.network_, self.n_layers, context, self.gamma, self.lr,
-                                          self.fresh_samples, desc=f"LISTA-stop warm start (T={self.n_layers})")
+            history["warm_start"] = super().train_network(context)
 
-        def stage1_loss(batch):
-            losses = oracle_losses(self.network_(batch.observed["b"]), batch.target["x"])
-            return (-beta * torch.logsumexp(-losses / beta, dim=-1)).mean()
+        def losses(batch) -> torch.Tensor:
+            return layer_losses(problem, self.forward(batch.observation()), batch.target)
 
-        def best_layer_nmse_db() -> float:  # the oracle's choice: what stage I optimises
-            err = ref = 0.0
-            for start in range(0, len(context.val), EVAL_CHUNK):
-                part = context.val.subset(slice(start, start + EVAL_CHUNK))
-                outputs = self.network_(part.observed["b"])
-                x = part.target["x"]
-                err += float(torch.stack([((o - x) ** 2).sum(-1) for o in outputs]).amin(0).sum())
-                ref += float((x**2).sum())
-            return 10 * math.log10(err / ref) if err > 0 else -math.inf
+        def best_layer_loss() -> float:  # the oracle's choice: what stage I optimises
+            return split_mean(context.val, lambda part: torch.stack(
+                [problem.loss(x, part.target) for x in self.forward(part.observation())]).amin(0))
 
-        history = train(self.network_, stage1_loss, best_layer_nmse_db, context, lr=self.lr,
-                        fresh_samples=self.fresh_samples, desc=f"LISTA-stop stage I (T={self.n_layers})")
-        self.network_.requires_grad_(False)
+        def threshold_rule_loss() -> float:  # model selection with the deterministic rule
+            return mean_loss(problem, lambda obs: self._solve(obs, False, "threshold").estimate, context.val)
 
-        def stage2_loss(batch):
-            b = batch.observed["b"]
+        history["stage1"] = train(self.network_, lambda batch: stage1_loss(losses(batch), self.beta),
+                                  best_layer_loss, context, lr=self.lr, fresh_samples=self.fresh_samples,
+                                  desc=f"LISTA-stop stage I (T={self.n_layers})", parameters=list(lista.parameters()))
+
+        def policy_loss(batch) -> torch.Tensor:
+            observation = batch.observation()
             with torch.no_grad():
-                outputs = self.network_(b)
-                losses = oracle_losses(outputs, batch.target["x"])
-                if self.hard_oracle:
-                    oracle = F.one_hot(losses.argmin(-1), self.n_layers).to(losses.dtype)
-                else:
-                    oracle = torch.softmax(-losses / beta, dim=-1)
-            logits = self._all_logits(A, b, outputs)
-            return -(oracle * log_stop_distribution(logits)).sum(-1).mean()
+                outputs = self.forward(observation)
+            return stage2_loss(layer_losses(problem, outputs, batch.target),
+                               self._all_logits(observation, outputs), self.beta, self.hard_oracle)
 
-        stage2 = replace(context, budget=_policy_budget(context.budget, self.policy_steps))
+        history["stage2"] = train(self.network_, policy_loss, threshold_rule_loss, context, lr=self.policy_lr,
+                                  fresh_samples=self.fresh_samples, desc="LISTA-stop stage II (policy)",
+                                  parameters=list(policy.parameters()), steps=self.policy_steps)
+        if self.finetune_steps:
+            def joint_loss(batch) -> torch.Tensor:
+                observation = batch.observation()
+                outputs = self.forward(observation)
+                return stage3_loss(layer_losses(problem, outputs, batch.target),
+                                   self._all_logits(observation, outputs), self.beta)
 
-        def policy_nmse_db() -> float:  # model selection with the deterministic rule
-            return chunked_nmse_db(lambda obs: self._solve(A, obs["b"], False, "threshold").estimate, context.val)
+            history["stage3"] = train(self.network_, joint_loss, threshold_rule_loss, context,
+                                      lr=FINETUNE_LR_FACTOR * self.lr, fresh_samples=self.fresh_samples,
+                                      desc="LISTA-stop stage III (joint)", steps=self.finetune_steps)
+        return history
 
-        policy_history = train(self.policy_, stage2_loss, policy_nmse_db, stage2, lr=self.policy_lr,
-                               fresh_samples=self.fresh_samples, desc="LISTA-stop stage II (policy)")
-        context.log["training"] = {"stage1": history, "stage2": policy_history}
-        if self.warm_start:
-            context.log["training"]["warm_start"] = warm_history
-        return self
-
-    def _all_logits(self, A: torch.Tensor, b: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor:
+    def _all_logits(self, observation, outputs: list[torch.Tensor]) -> torch.Tensor:
         """Stop logits ``(N, T-1)`` after every layer but the last, in one MLP call."""
+        b = observation["b"]
         states = torch.stack(outputs[:-1])  # (T-1, N, n)
         layers = torch.arange(len(outputs) - 1, device=b.device).unsqueeze(-1)  # (T-1, 1)
-        return self.policy_(A, b.unsqueeze(0), states, layers).T
+        return self.network_.policy(observation["A"], b.unsqueeze(0), states, layers).T
 
     def _uniforms(self, N: int, rule: str, device) -> torch.Tensor | None:
         """Per-instance uniforms of the ``sample`` rule, drawn up front so that the
@@ -187,13 +178,15 @@ class LISTAStop(Solver):
         return uniforms[:, t] < torch.sigmoid(logits)
 
     def solve(self, observation, trajectory=False) -> Solution:
-        self._check()
+        self._check_fitted()
         with torch.no_grad():
-            return self._solve(observation["A"], observation["b"], trajectory, self.stop_rule)
+            return self._solve(observation, trajectory, self.stop_rule)
 
-    def _solve(self, A: torch.Tensor, b: torch.Tensor, trajectory: bool, rule: str) -> Solution:
+    def _solve(self, observation, trajectory: bool, rule: str) -> Solution:
         if trajectory:
-            return self._solve_full_depth(A, b, rule)
+            return self._solve_full_depth(observation, rule)
+        A, b = observation["A"], observation["b"]
+        lista, policy = self.network_.lista, self.network_.policy
         N, T = b.shape[0], self.n_layers
         uniforms = self._uniforms(N, rule, b.device)
         estimate = b.new_empty(N, A.shape[1])
@@ -201,10 +194,10 @@ class LISTAStop(Solver):
         active = torch.arange(N, device=b.device)
         x = None
         for t in range(T):
-            x = self.network_.layer(t, b, x)
+            x = lista.layer(t, b, x)
             if t == T - 1 or rule == "never":
                 continue
-            stop = self._stops(self.policy_(A, b, x, t), uniforms, t)
+            stop = self._stops(policy(A, b, x, t), uniforms, t)
             if stop.any():
                 rows = torch.nonzero(stop).flatten()
                 where = active.index_select(0, rows)
@@ -220,12 +213,13 @@ class LISTAStop(Solver):
             estimate.index_copy_(0, active, x)
         return Solution(estimate, None, stop_time)
 
-    def _solve_full_depth(self, A: torch.Tensor, b: torch.Tensor, rule: str) -> Solution:
+    def _solve_full_depth(self, observation, rule: str) -> Solution:
         """Every layer on every instance: the trajectory (each instance's iterate held
         from its stop on, so it ends at the estimate) and ``q_phi`` for all instances."""
+        b = observation["b"]
         N, T = b.shape[0], self.n_layers
-        outputs = self.network_(b)
-        logits = self._all_logits(A, b, outputs)
+        outputs = self.forward(observation)
+        logits = self._all_logits(observation, outputs)
         distribution = log_stop_distribution(logits).exp()
         if rule == "never":
             stop_time = torch.full((N,), T, dtype=torch.long, device=b.device)
@@ -245,27 +239,3 @@ class LISTAStop(Solver):
         clone.stop_rule = "never"
         return clone
 
-    def state_dict(self) -> dict:
-        return {"params": self.get_params(), "network": self.network_.stacked(),
-                "policy": {k: v.detach().cpu() for k, v in self.policy_.state_dict().items()}}
-
-    def load_state_dict(self, state) -> "LISTAStop":
-        self.set_params(**state["params"])
-        w = state["network"]
-        self.network_ = LISTANetwork(w["W1"], w["W2"], w["theta"])
-        n, m = w["W1"].shape[1:]
-        self.policy_ = StopPolicy(m, n, self.n_layers, self.policy_hidden, self.POSITION_DIM)
-        self.policy_.load_state_dict(state["policy"])
-        self.network_.requires_grad_(False)
-        self.policy_.requires_grad_(False)
-        return self
-
-    def to(self, device) -> "LISTAStop":
-        self.network_.to(device)
-        self.policy_.to(device)
-        return self
-
-
-def _policy_budget(budget: Budget, steps: int | None) -> Budget:
-    """Stage II's budget: the suite's, with ``steps`` steps when given."""
-    return replace(budget, steps=steps or budget.steps)

@@ -19,7 +19,7 @@ the family's own per-instance ``loss``: the squared error ``||beta_t - beta*||^2
 in the supervised setting, the held-out least squares of section 7.6 (eq.
 7.17) when the family's target holds held-out samples instead; one code path.
 
-Two problems (chosen from the observation's keys):
+Two problems (chosen by the family's data term):
 
 Sparse linear regression (``A`` (N, n_max, d) zero-padded per-instance design
 with unit-norm columns, ``b``): ``L(beta) = 0.5 ||A beta - b||^2``; with unit-norm
@@ -71,16 +71,14 @@ parameters, so gradients flow through the accepted step.
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 from torch import nn
 
-from l2obench.contracts import FitContext, Instances, Solution, Solver
+from l2obench.contracts import FitContext
+from l2obench.learned import LearnedSolver
 from l2obench.ops import gram, lipschitz, per_instance, rmatvec, soft_threshold
 from l2obench.penalties import PENALTY_NAMES, penalty
 from l2obench.precision import cholesky_inverse, offdiag_abs_max, offdiag_mask, symmetrize
-from l2obench.training import train
 
 __all__ = ["PLISA", "PLISANetwork", "PLISAPrecisionNetwork", "concave_gradient", "block_weights"]
 
@@ -89,14 +87,7 @@ PD_MARGIN = 0.1
 # SLR: a step d is accepted when alpha d^T A^T A d <= STABLE_CURVATURE ||d||^2.
 STABLE_CURVATURE = 2.0
 MAX_BACKTRACK = 10
-EVAL_CHUNK = 1024
-# Defaults of the spec's null hyper-parameters, per problem. lambda*: absolute for SLR (unit-norm
-# columns), in units of (log d / M)^{1/2} for SPE. Blocks x layers: on SLR (d = 128, s = 8) 100
-# layers come within 0.3 dB of least squares on the true support (-27.9 against -28.2 dB), 50 are
-# 1.2 dB short and train in half the time; on SPE (d = 20, M = 20) 50 layers gain nothing over 20
-# and cost 2.5 times as much.
-DEFAULTS = {"slr": {"lam_init": 0.05, "n_blocks": 20, "n_layers": 5},
-            "spe": {"lam_init": 0.5, "n_blocks": 5, "n_layers": 4}}
+
 
 
 def concave_gradient(x: torch.Tensor, lam, weights: torch.Tensor) -> torch.Tensor:
@@ -133,8 +124,6 @@ class _PLISABase(nn.Module):
     def __init__(self, eta: torch.Tensor, log_lam: torch.Tensor, w: torch.Tensor, step_logit: torch.Tensor,
                  n_layers: int, lam0: str, max_step: float):
         super().__init__()
-        if lam0 not in ("max", "abs"):
-            raise ValueError(f"lam0 must be 'max' or 'abs', got {lam0!r}")
         self.eta = nn.Parameter(eta.clone())
         self.log_lam = nn.Parameter(log_lam.clone())
         self.w = nn.Parameter(w.clone())
@@ -321,85 +310,53 @@ class PLISAPrecisionNetwork(_PLISABase):
         return out
 
 
-def _chunks(instances: Instances):
-    for start in range(0, len(instances), EVAL_CHUNK):
-        yield instances.subset(slice(start, start + EVAL_CHUNK))
-
-
-def mean_loss(problem, estimate: Callable[[dict], torch.Tensor], instances: Instances) -> float:
-    """Mean over ``instances`` of the family's per-instance ``loss`` of ``estimate(observation)``."""
-    total = 0.0
-    for part in _chunks(instances):
-        total += float(problem.loss(estimate(part.observation()), part.target).double().sum())
-    return total / max(len(instances), 1)
-
-
-class PLISA(Solver):
+class PLISA(LearnedSolver):
     """PLISA (thesis Algorithms 5-6) for the ``slr`` and ``spe`` families.
 
     Hyper-parameters (see ``l2obench list``): ``n_blocks`` (T), ``n_layers``
     (K per block), ``gamma`` (eq. 7.7), ``lr``, ``lam_init``, ``decay_init``,
-    ``step_init``, ``max_step``, ``lam0``, ``rho_init``, ``fresh_samples``; null
-    ``lam_init``, ``n_blocks``, ``n_layers`` take the problem's ``DEFAULTS``. The
-    problem is recognised from the observation: ``S`` (precision) or ``A, b``
-    (regression). Training: ``l2obench.training.train`` on eq. 7.7 with the
-    family's ``loss``, early-stopped on the mean validation ``loss`` of the last
-    layer. Fitted state: ``network_``.
+    ``step_init``, ``max_step``, ``lam0``, ``rho_init``, ``fresh_samples``
+    (``lam_init``, ``n_blocks``, ``n_layers`` have per-family defaults in the spec). The
+    problem follows from the family's data term: least squares (regression)
+    or log-det (precision). Training (``LearnedSolver``): eq. 7.7, the
+    block-weighted family ``loss``, early-stopped on the mean validation
+    ``loss`` of the last layer. Fitted state: ``network_``.
     """
 
-    def resolved(self, kind: str) -> dict:
-        """``lam_init``, ``n_blocks``, ``n_layers`` with nulls replaced by the problem's defaults."""
-        return {k: v if getattr(self, k) is None else getattr(self, k) for k, v in DEFAULTS[kind].items()}
+    KINDS = {"least_squares": "slr", "logdet": "spe"}
 
-    def _build(self, observation: dict, dtype, device) -> _PLISABase:
-        kind = "spe" if "S" in observation else "slr"
-        common = dict(**self.resolved(kind), decay_init=self.decay_init, step_init=self.step_init,
-                      lam0=self.lam0, max_step=self.max_step, dtype=dtype, device=device)
-        if kind == "spe":
-            return PLISAPrecisionNetwork.initial(observation["S"].shape[-1], rho_init=self.rho_init, **common)
-        return PLISANetwork.initial(observation["A"].shape[-1], **common)
+    @property
+    def depth(self) -> int:
+        return self.network_.n_blocks * self.network_.n_layers
 
-    def fit(self, context: FitContext) -> "PLISA":
+    def network_config(self, context: FitContext) -> dict:
+        data_term = getattr(context.problem, "data_term", None)
+        if data_term not in self.KINDS:
+            raise ValueError(f"PLISA needs a least-squares or log-det data term; the family has {data_term!r}")
+        kind = self.KINDS[data_term]
         observation = context.train.observation()
-        like = observation["S"] if "S" in observation else observation["b"]
-        self.network_ = self._build(observation, like.dtype, context.device)
-        network, problem = self.network_, context.problem
-        weights = block_weights(network.n_blocks, self.gamma, like)
+        d = observation["S" if kind == "spe" else "A"].shape[-1]
+        return {"kind": kind, "d": int(d)}
 
-        def loss_fn(batch: Instances) -> torch.Tensor:
-            outputs = network(batch.observation(), keep="blocks")
-            return sum(w * problem.loss(x, batch.target).mean() for w, x in zip(weights, outputs))
+    def make_network(self, config) -> _PLISABase:
+        sizes = {"lam_init": self.lam_init, "n_blocks": self.n_blocks, "n_layers": self.n_layers}
+        unset = [name for name, value in sizes.items() if value is None]
+        if unset:
+            raise ValueError(f"PLISA's {', '.join(unset)} default by family: build it with its family "
+                             f"(spec.build(family, ...)) or set them")
+        common = dict(**sizes, decay_init=self.decay_init, step_init=self.step_init, lam0=self.lam0,
+                      max_step=self.max_step)
+        if config["kind"] == "spe":
+            return PLISAPrecisionNetwork.initial(config["d"], rho_init=self.rho_init, **common)
+        return PLISANetwork.initial(config["d"], **common)
 
-        def validate() -> float:
-            return mean_loss(problem, lambda obs: network(obs, keep="last")[-1], context.val)
+    def forward(self, observation, keep_all: bool = True, depth: int | None = None):
+        return self.network_(observation, keep="layers" if keep_all else "last")
 
-        train(network, loss_fn, validate, context, lr=self.lr, fresh_samples=self.fresh_samples,
-              desc=f"train PLISA (T={network.n_blocks}, K={network.n_layers})")
-        return self
+    def training_loss(self, outputs, batch, problem):
+        """Eq. 7.7: the discounted family loss of the ``T`` block outputs (every ``K``-th layer)."""
+        K = self.network_.n_layers
+        return super().training_loss(outputs[K - 1::K], batch, problem)
 
-    def solve(self, observation, trajectory: bool = False) -> Solution:
-        with torch.no_grad():
-            outputs = self.network_(observation, keep="layers" if trajectory else "last")
-        n, layers = outputs[-1].shape[0], self.network_.n_blocks * self.network_.n_layers
-        iterations = torch.full((n,), layers, dtype=torch.long, device=outputs[-1].device)
-        return Solution(outputs[-1], outputs if trajectory else None, iterations)
-
-    def state_dict(self) -> dict:
-        kind = "spe" if isinstance(self.network_, PLISAPrecisionNetwork) else "slr"
-        return {"params": self.get_params(), "kind": kind, "weights": self.network_.stacked()}
-
-    def load_state_dict(self, state) -> "PLISA":
-        self.set_params(**state["params"])
-        w = state["weights"]
-        n_layers = self.resolved(state["kind"])["n_layers"]
-        if state["kind"] == "spe":
-            self.network_ = PLISAPrecisionNetwork(w["eta"], w["log_lam"], w["w"], w["step_logit"], n_layers,
-                                                  self.lam0, self.max_step, w["log_rho"])
-        else:
-            self.network_ = PLISANetwork(w["eta"], w["log_lam"], w["w"], w["step_logit"], n_layers, self.lam0,
-                                         self.max_step)
-        return self
-
-    def to(self, device) -> "PLISA":
-        self.network_.to(device)
-        return self
+    def describe_training(self) -> str:
+        return f"train PLISA (T={self.network_.n_blocks}, K={self.network_.n_layers})"

@@ -8,11 +8,14 @@ computation. ``tol = 0`` runs exactly ``max_iter`` iterations.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch.linalg import vecdot
 
-from l2obench.contracts import Solution
-from l2obench.ops import lipschitz, matvec, rmatvec, soft_threshold
+from l2obench.contracts import FitContext, Solution
+from l2obench.datafits import LeastSquares
+from l2obench.ops import matvec, rmatvec, soft_threshold
 from l2obench.tuning import ClassicalSolver
 
 # Iterations between duality-gap checks (each costs about one extra iteration).
@@ -110,17 +113,18 @@ class _Running:
             self.A, self.step = pick(self.A), pick(self.step)
 
 
-def proximal_gradient(A: torch.Tensor, b: torch.Tensor, lam: float, step: float, max_iter: int, tol: float,
+def proximal_gradient(term: LeastSquares, lam: float, step: float, max_iter: int, tol: float,
                       accelerated: bool, restart: bool, trajectory: bool) -> Solution:
-    """Run (F)ISTA on every instance; see ``ISTA`` and ``FISTA``.
+    """Run (F)ISTA on every instance of the least-squares data term ``term``; see ``ISTA`` and ``FISTA``.
 
     The stopping test looks at the point whose gradient the iteration
     computes (``y`` for FISTA, ``x`` for ISTA): with a shared ``A`` at every
     iteration, nearly for free; with per-instance designs every
     ``CHECK_EVERY`` iterations. Finished instances leave the batch.
     """
+    A, b = term.A, term.b
     N, n = b.shape[0], A.shape[-1]
-    L = lipschitz(A)  # scalar, or (N,) for per-instance designs
+    L = term.lipschitz()  # scalar, or (N,) for per-instance designs
     running = _Running(A, b, float(step / L) if L.dim() == 0 else (step / L).unsqueeze(-1))
     x_out = b.new_zeros(N, n)
     iterations = torch.full((N,), max_iter, dtype=torch.long, device=b.device)
@@ -188,13 +192,21 @@ class ISTA(ClassicalSolver):
     """Iterative shrinkage-thresholding: ``x <- soft(x - s A^T(Ax - b), s lam)``, ``s = step / L``.
 
     Hyper-parameters (see ``l2obench list``): ``lam``, ``step`` (in units of
-    ``1/L``, ``L = ||A||_2^2``), ``max_iter``, ``tol``.
+    ``1/L``, ``L = ||A||_2^2``), ``max_iter``, ``tol``. Steps of ``2 / L`` and
+    more are tuned only with a fixed iteration count (``tol = 0``): run to
+    convergence they do not converge, and would only spend ``max_iter``.
     """
+
+    def fit(self, context: FitContext) -> "ISTA":
+        if self.tol > 0 and "step" in context.tune:
+            context = replace(context, tune={**context.tune, "step": [s for s in context.tune["step"] if s < 2]})
+        return super().fit(context)
 
     def solve(self, observation, trajectory=False) -> Solution:
         with torch.no_grad():
-            return proximal_gradient(observation["A"], observation["b"], self.lam, self.step, self.max_iter,
-                                     self.tol, accelerated=False, restart=False, trajectory=trajectory)
+            return proximal_gradient(LeastSquares.from_observation(observation), self.lam, self.step,
+                                     self.max_iter, self.tol, accelerated=False, restart=False,
+                                     trajectory=trajectory)
 
 
 class FISTA(ClassicalSolver):
@@ -205,5 +217,5 @@ class FISTA(ClassicalSolver):
 
     def solve(self, observation, trajectory=False) -> Solution:
         with torch.no_grad():
-            return proximal_gradient(observation["A"], observation["b"], self.lam, 1.0, self.max_iter,
+            return proximal_gradient(LeastSquares.from_observation(observation), self.lam, 1.0, self.max_iter,
                                      self.tol, accelerated=True, restart=self.restart, trajectory=trajectory)

@@ -36,7 +36,7 @@ with ``r_t = 0`` at initialisation; the exponential keeps them positive.
 optimizee gradient is an input whose dependence on ``phi`` is ignored (no
 second derivatives). Training minimises ``sum_t gamma^(T-t) ||x_t - x*||^2``
 (batch mean) with Adam through all ``T`` steps (full back-propagation through
-time), early-stopped on validation NMSE by ``l2obench.training.train``.
+time), early-stopped on the validation loss (``l2obench.learned.LearnedSolver``).
 """
 from __future__ import annotations
 
@@ -45,15 +45,12 @@ import math
 import torch
 from torch import nn
 
-from l2obench.contracts import FitContext, Solution, Solver
+from l2obench.contracts import FitContext
+from l2obench.learned import LearnedSolver
 from l2obench.ops import lipschitz, matvec, per_instance, rmatvec, soft_threshold
-from l2obench.training import train
-from l2obench_plugins.lista import chunked_nmse_db, layer_loss, layer_weights
 
 # Preprocessing exponent p of Andrychowicz et al., appendix A.
 PREPROCESS_P = 10.0
-# Validation is evaluated in chunks of this many instances.
-EVAL_CHUNK = 1024
 
 
 def preprocess_gradient(g: torch.Tensor, p: float = PREPROCESS_P) -> torch.Tensor:
@@ -179,60 +176,31 @@ class RNNOptimizerNetwork(nn.Module):
         return outputs
 
 
-class _RecurrentOptimizer(Solver):
-    """Shared ``fit``/``solve``/state handling of ``RNN`` and ``RNNL1``."""
+class _RecurrentOptimizer(LearnedSolver):
+    """What ``RNN`` and ``RNNL1`` share: the network and its forward pass (the rest is ``LearnedSolver``'s)."""
 
     label = "RNN"
 
     def _network_kwargs(self) -> dict:
         raise NotImplementedError
 
-    def initialize(self, seed: int = 0, device="cpu") -> "_RecurrentOptimizer":
-        """Build the untrained network (PyTorch's default initialisation under ``seed``); returns ``self``."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.network_ = RNNOptimizerNetwork(**self._network_kwargs())
-        self.network_.to(device)
-        return self
+    @property
+    def depth(self) -> int:
+        return int(self.n_steps)
 
-    def fit(self, context: FitContext) -> "_RecurrentOptimizer":
+    def network_config(self, context: FitContext) -> dict:
         if "A" not in context.train.observation():
             raise ValueError(f"{self.label} needs a design 'A' of shape (m, n) or (N, m, n) in the observation")
-        self.initialize(context.seed, context.device)
-        weights = layer_weights(self.n_steps, self.gamma, context.train.target["x"])
+        return {}
 
-        def loss_fn(batch):
-            observation = batch.observation()
-            return layer_loss(self.network_(observation["A"], observation["b"]), batch.target["x"], weights)
+    def make_network(self, config) -> RNNOptimizerNetwork:
+        return RNNOptimizerNetwork(**self._network_kwargs())
 
-        def validate() -> float:
-            return chunked_nmse_db(lambda obs: self.network_(obs["A"], obs["b"], keep_all=False)[-1], context.val)
+    def forward(self, observation, keep_all: bool = True, depth: int | None = None):
+        return self.network_(observation["A"], observation["b"], keep_all=keep_all)
 
-        train(self.network_, loss_fn, validate, context, lr=self.lr, fresh_samples=self.fresh_samples,
-              desc=f"train {self.label} (T={self.n_steps})")
-        return self
-
-    def solve(self, observation, trajectory=False) -> Solution:
-        b = observation["b"]
-        with torch.no_grad():
-            outputs = self.network_(observation["A"], b, keep_all=trajectory)
-        iterations = torch.full((b.shape[0],), self.n_steps, dtype=torch.long, device=b.device)
-        return Solution(outputs[-1], outputs if trajectory else None, iterations)
-
-    def state_dict(self) -> dict:
-        weights = {k: v.detach().cpu().clone() for k, v in self.network_.state_dict().items()}
-        return {"params": self.get_params(), "weights": weights}
-
-    def load_state_dict(self, state) -> "_RecurrentOptimizer":
-        self.set_params(**state["params"])
-        self.network_ = RNNOptimizerNetwork(**self._network_kwargs())
-        self.network_.load_state_dict(state["weights"])
-        self.network_.eval()
-        return self
-
-    def to(self, device) -> "_RecurrentOptimizer":
-        self.network_.to(device)
-        return self
+    def describe_training(self) -> str:
+        return f"train {self.label} (T={self.n_steps})"
 
 
 class RNN(_RecurrentOptimizer):

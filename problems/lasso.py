@@ -61,6 +61,7 @@ class Lasso(ProblemFamily):
     primary_metric = "nmse_db"
     gap_metric = "nmse"
     version = "2"
+    data_term = "least_squares"
 
     def __init__(self, **settings: Any):
         super().__init__(**settings)

@@ -112,6 +112,7 @@ class SparseLinearRegression(ProblemFamily):
     primary_metric = "nmse_db"
     gap_metric = "nmse"
     version = "1"
+    data_term = "least_squares"
 
     def __init__(self, **settings: Any):
         super().__init__(**settings)

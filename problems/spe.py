@@ -134,6 +134,7 @@ class SparsePrecisionEstimation(ProblemFamily):
     primary_metric = "nmse_db"
     gap_metric = "nmse"
     version = "1"
+    data_term = "logdet"
 
     def __init__(self, **settings: Any):
         super().__init__(**settings)

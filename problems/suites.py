@@ -39,9 +39,14 @@ _SMALL_BATCHES = {"scales": {"smoke": {"steps": 60, "batch_size": 16, "eval_ever
 _GLAD = {"solver": "glad", "label": "GLAD", "budget": _SMALL_BATCHES}
 _PLISA = {"solver": "plisa", "label": "PLISA", "budget": _SMALL_BATCHES}
 
-_LISTA = {"solver": "lista", "label": "LISTA (T=20)", "params": {"n_layers": 20}}
+# The unrolled LASSO networks train layer by layer with learning-rate decay stages (their
+# authors' schedule, the solvers' default) at the paper scale; at the smoke and small scales,
+# whose budgets are a few hundred to a thousand steps, all layers train jointly on the
+# layer-weighted loss (60 progressive stages of T = 20 would get a handful of steps each).
+_JOINT = {"smoke": {"schedule": "joint"}, "small": {"schedule": "joint"}}
+_LISTA = {"solver": "lista", "label": "LISTA (T=20)", "params": {"n_layers": 20}, "scales": _JOINT}
 _LISTA_STOP = {"solver": "lista_stop", "label": "LISTA-stop (T<=20)", "params": {"n_layers": 20},
-               "scales": {"small": {"policy_steps": 300}}}
+               "scales": {"smoke": _JOINT["smoke"], "small": {**_JOINT["small"], "policy_steps": 300}}}
 # The coordinate-wise LSTM runs on every coordinate of every instance (N n rows): on a
 # CPU it trains on smaller batches, for fewer steps, than the unrolled networks. RNN-l1
 # gets 600 steps at the small scale: its thresholds hold x at 0 for the first steps of
@@ -50,8 +55,8 @@ _RNNS = [{"solver": solver, "label": f"{label} (T=20)", "params": {"n_steps": 20
           "budget": {"scales": {"smoke": {"steps": 100, "batch_size": 16, "eval_every": 25},
                                 "small": {"steps": small_steps, "batch_size": 16, "eval_every": 50}}}}
          for solver, label, small_steps in (("rnn", "RNN", 300), ("rnn_l1", "RNN-l1", 600))]
-_ALISTA = [{"solver": "alista", "label": "ALISTA (T=16)", "params": {"n_layers": 16}},
-           {"solver": "lista_cpss", "label": "LISTA-CPSS (T=16)", "params": {"n_layers": 16}}]
+_ALISTA = [{"solver": "alista", "label": "ALISTA (T=16)", "params": {"n_layers": 16}, "scales": _JOINT},
+           {"solver": "lista_cpss", "label": "LISTA-CPSS (T=16)", "params": {"n_layers": 16}, "scales": _JOINT}]
 
 _SOLVERS = _CLASSICAL + [_LISTA, *_ALISTA, _LISTA_STOP, *_RNNS, *_GRAPHICAL, _APF, _GLAD, _PLISA]
 

@@ -33,8 +33,9 @@ def spe(n=3, seed=0, d=8, M=40):
     return family, data, data.observed["S"].double()
 
 
-def solver(lam, pen="mcp", eta=0.9, tol=1e-4, max_iter=3000):
-    return APF(lam=lam, penalty=pen, eta=eta, tol=tol, max_iter=max_iter)
+def solver(lam, pen="mcp", eta=0.9, tol=1e-4, max_iter=3000, term="least_squares"):
+    """An APF that solves ``term`` without fitting (``fit`` would name the family's data term)."""
+    return APF(lam=lam, penalty=pen, eta=eta, tol=tol, max_iter=max_iter).with_data_term(term)
 
 
 def objective(obs, x, lam, pen):
@@ -127,7 +128,7 @@ def test_batch_equals_one_instance_at_a_time():
     assert len(set(batched.iterations.tolist())) > 1  # instances stop at different times
 
     _, _, S = spe(n=3, seed=5)
-    apf = solver(0.1, "scad", tol=1e-6)
+    apf = solver(0.1, "scad", tol=1e-6, term="logdet")
     batched = apf.solve({"S": S})
     for i in range(3):
         alone = apf.solve({"S": S[i:i + 1]})
@@ -138,7 +139,7 @@ def test_batch_equals_one_instance_at_a_time():
 def test_spe_l1_reaches_sklearn_graphical_lasso_and_stays_positive_definite():
     _, _, S = spe(n=3, seed=6)
     lam = 0.05
-    sol = solver(lam, "l1", tol=1e-8, max_iter=5000).solve({"S": S}, trajectory=True)
+    sol = solver(lam, "l1", tol=1e-8, max_iter=5000, term="logdet").solve({"S": S}, trajectory=True)
     theta = sol.estimate
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scikit-learn's own gap test is noisy at tol 1e-10
@@ -156,7 +157,7 @@ def test_spe_l1_reaches_sklearn_graphical_lasso_and_stays_positive_definite():
 @pytest.mark.parametrize("pen", ["mcp", "scad"])
 def test_spe_nonconvex_iterates_stay_positive_definite_and_float32_in_float32_out(pen):
     _, data, S = spe(n=4, seed=7, d=10, M=30)
-    sol = solver(0.05, pen).solve({"S": data.observed["S"], "M": data.observed["M"]}, trajectory=True)
+    sol = solver(0.05, pen, term="logdet").solve({"S": data.observed["S"], "M": data.observed["M"]}, trajectory=True)
     assert sol.estimate.dtype == torch.float32
     assert all(bool(is_positive_definite(t.double()).all()) for t in sol.trajectory)
     # Off-diagonal stationarity at the returned point (diagonal: the exact gradient is zero).
@@ -207,3 +208,16 @@ def test_bad_parameters_are_refused():
         solver(0.0).solve(obs)
     with pytest.raises(ValueError, match="penalty"):
         solver(0.1, "lasso").solve(obs)
+
+
+def test_solve_needs_the_data_term_from_fit_or_by_name():
+    _, _, obs = slr(n=2)
+    with pytest.raises(RuntimeError, match="fit"):
+        APF(lam=0.1, penalty="l1", eta=0.9, tol=1e-4, max_iter=10).solve(obs)
+    with pytest.raises(ValueError, match="unknown data term 'ridge'"):
+        solver(0.1, term="ridge")
+    with pytest.raises(ValueError, match="'S'"):  # the log-det data term on a regression observation
+        solver(0.1, term="logdet").solve(obs)
+    family, data, _ = slr(n=4)
+    fitted = solver(0.1, term="logdet").fit(FitContext(problem=family, train=data, val=data))
+    assert fitted.data_term_ == "least_squares" and fitted.state_dict()["data_term"] == "least_squares"

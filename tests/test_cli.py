@@ -97,6 +97,23 @@ def test_bad_setting_value_is_reported_before_compute(cli, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("entry, where", [
+    ({"params": {"max_iter": "twenty"}}, "solvers[2].params.max_iter: must be an int >= 1, got 'twenty'"),
+    ({"params": {"stop_rule": "nope"}}, "solvers[2].params.stop_rule: must be one of threshold, sample, never"),
+    ({"budget": {"steps": -1}}, "solvers[2].budget.steps: must be an int >= 1, got -1"),
+])
+def test_bad_solver_parameter_or_budget_exits_2_naming_file_entry_and_key(cli, tmp_path, entry, where):
+    body = json.loads(json.dumps(TINY_SUITE))
+    solver = "lista_stop" if "stop_rule" in entry.get("params", {}) else "fista"
+    body["solvers"] += [{"solver": "ista"}, {"solver": solver, **entry}]
+    path = tmp_path / "my.json"
+    path.write_text(json.dumps(body))
+    code, out, err = cli("run", "--suite", str(path), "--results", str(tmp_path / "run"), "--no-progress")
+    assert code == 2, out + err
+    assert f"l2obench: error: {path}.{where}" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_smoke_suite_end_to_end(cli, tmp_path):
     results = tmp_path / "run"
     code, out, err = cli("run", "--suite", "smoke", "--scale", "smoke", "--results", str(results), "--no-progress")

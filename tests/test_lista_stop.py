@@ -5,17 +5,19 @@ import pytest
 import torch
 
 from l2obench.contracts import Budget
+from l2obench.learned import mean_loss
 from l2obench.registry import Registry
+from l2obench.stopping import (layer_losses, log_stop_distribution, oracle, stage1_loss, stage2_loss,
+                               stage3_loss)
 from l2obench.testing import check_solver, smoke_context
-from l2obench_plugins.lista import LISTANetwork
-from l2obench_plugins.lista_stop import (LISTAStop, StopPolicy, log_stop_distribution, oracle_losses,
-                                         position_encoding)
+from l2obench_plugins.lista_stop import LISTAStop, LISTAStopModel, position_encoding
 
 REGISTRY = Registry()
 TINY = {"m": 20, "n": 40, "n_train": 256, "n_val": 64, "n_test": 64}
 BUDGET = Budget(steps=60, batch_size=32, eval_every=20, patience=3)
-PARAMS = dict(n_layers=6, beta=0.02, warm_start=True, gamma=0.9, lr=1e-3, lam_init=0.1, fresh_samples=True, policy_hidden=16, policy_lr=1e-2,
-              policy_steps=60, hard_oracle=True, stop_rule="threshold", sample_seed=0)
+PARAMS = dict(n_layers=6, beta=0.02, warm_start=True, schedule="joint", gamma=0.9, lr=1e-3, lam_init=0.1,
+              fresh_samples=True, policy_hidden=16, policy_lr=1e-2, policy_steps=60, hard_oracle=True,
+              finetune_steps=0, stop_rule="threshold", sample_seed=0)
 
 
 def test_stop_distribution_is_eq_5_3():
@@ -34,14 +36,44 @@ def test_stage1_loss_is_the_oracle_objective():
     q = torch.softmax(-losses / beta, dim=-1)
     objective = (q * losses).sum(-1) + beta * (q * q.log()).sum(-1)
     assert torch.allclose(-beta * torch.logsumexp(-losses / beta, dim=-1), objective)
+    assert torch.allclose(stage1_loss(losses, beta), objective.mean())
+    assert torch.allclose(oracle(losses, beta, hard=False), q)
+    assert torch.equal(oracle(losses, beta, hard=True).argmax(-1), losses.argmin(-1))
 
 
-def test_oracle_losses_are_normalised_squared_errors():
+def test_stage2_and_stage3_losses_are_eq_5_10_and_eq_5_6():
+    generator = torch.Generator().manual_seed(0)
+    losses = torch.rand(4, 6, generator=generator, dtype=torch.float64)
+    logits = torch.randn(4, 5, generator=generator, dtype=torch.float64)
+    beta = 0.3
+    log_q = log_stop_distribution(logits)
+    q_star = torch.softmax(-losses / beta, dim=-1)
+    # KL(q* || q_phi) = sum q* log q* - sum q* log q_phi: stage II drops the first term (no phi in it).
+    kl = (q_star * (q_star.log() - log_q)).sum(-1).mean()
+    entropy = -(q_star * q_star.log()).sum(-1).mean()
+    assert torch.allclose(stage2_loss(losses, logits, beta, hard=False), kl + entropy)
+    best = torch.nn.functional.one_hot(losses.argmin(-1), 6).to(losses.dtype)
+    assert torch.allclose(stage2_loss(losses, logits, beta, hard=True), -(best * log_q).sum(-1).mean())
+    q = log_q.exp()
+    assert torch.allclose(stage3_loss(losses, logits, beta), ((q * losses).sum(-1) + beta * (q * log_q).sum(-1)).mean())
+    # Stage II's target carries no gradient; stage III's losses do.
+    logits.requires_grad_(True)
+    losses.requires_grad_(True)
+    stage2_loss(losses, logits, beta, hard=False).backward()
+    assert losses.grad is None and logits.grad.abs().sum() > 0
+    stage3_loss(losses, logits, beta).backward()
+    assert losses.grad.abs().sum() > 0
+
+
+def test_layer_losses_are_the_family_loss_over_that_of_zero():
+    context, _ = smoke_context(REGISTRY, "lasso", TINY)
     target = torch.randn(3, 5)
-    outputs = [torch.zeros(3, 5), target.clone()]
-    losses = oracle_losses(outputs, target)
+    half = 0.5 * target
+    losses = layer_losses(context.problem, [torch.zeros(3, 5), target.clone(), half], {"x": target})
+    assert losses.shape == (3, 3)
     assert torch.allclose(losses[:, 1], torch.zeros(3))
     assert torch.allclose(losses[:, 0].mean(), torch.tensor(1.0))
+    assert torch.allclose(losses[:, 2], 0.25 * losses[:, 0])
 
 
 def test_position_encoding_distinguishes_layers():
@@ -56,6 +88,22 @@ def fitted():
     return LISTAStop(**PARAMS).fit(context), context, test
 
 
+def test_training_runs_every_stage_and_validates_on_the_family_loss(fitted):
+    model, context, _ = fitted
+    history = context.log["training"]
+    assert list(history) == ["warm_start", "stage1", "stage2"]  # finetune_steps = 0: no stage III
+    assert all(entries[0]["step"] == 0 for entries in history.values())
+    # Stage II validates the threshold rule's mean loss: its best entry is the fitted model's.
+    rule = mean_loss(context.problem, lambda obs: model.solve(obs).estimate, context.val)
+    assert min(h["val_metric"] for h in history["stage2"]) == pytest.approx(rule, rel=1e-5)
+    # Stage I validates the oracle's choice, each instance's best layer (stage II leaves the layers alone).
+    obs, target = context.val.observation(), context.val.target
+    with torch.no_grad():
+        best = torch.stack([context.problem.loss(x, target) for x in model.forward(obs)]).amin(0).mean()
+    assert min(h["val_metric"] for h in history["stage1"]) == pytest.approx(float(best), rel=1e-5)
+    assert float(best) < mean_loss(context.problem, lambda o: model.forward(o, keep_all=False)[-1], context.val)
+
+
 def test_early_exit_and_full_depth_passes_agree(fitted):
     model, _, test = fitted
     obs = test.observation()
@@ -67,7 +115,7 @@ def test_early_exit_and_full_depth_passes_agree(fitted):
         assert torch.allclose(full.trajectory[-1], full.estimate)
         assert torch.allclose(full.stop_distribution.sum(-1), torch.ones(len(test)), atol=1e-5)
     model.stop_rule = "threshold"
-    layers = model.network_(obs["b"])
+    layers = model.forward(obs)
     stopped = model.solve(obs)
     for i, t in enumerate(stopped.iterations.tolist()):  # each estimate is the iterate of its stop layer
         assert torch.allclose(stopped.estimate[i], layers[t - 1][i], atol=1e-6)
@@ -76,8 +124,8 @@ def test_early_exit_and_full_depth_passes_agree(fitted):
 def test_threshold_rule_stops_where_the_policy_says(fitted):
     model, _, test = fitted
     obs = test.observation()
-    layers = model.network_(obs["b"])
-    pi = torch.sigmoid(model._all_logits(obs["A"], obs["b"], layers))
+    layers = model.network_.lista(obs["b"])
+    pi = torch.sigmoid(model._all_logits(obs, layers))
     stop = torch.cat([pi > 0.5, torch.ones(len(test), 1, dtype=torch.bool)], dim=-1)
     expected = stop.int().argmax(-1) + 1
     assert torch.equal(model.solve(obs).iterations, expected)
@@ -87,28 +135,32 @@ def test_policy_imitates_a_predictable_oracle():
     """With layers 2..T zeroed, layer 1 is the oracle's best layer on most instances;
     the stage-II loss teaches the policy to stop there."""
     context, test = smoke_context(REGISTRY, "lasso", TINY, budget=BUDGET)
-    A = context.train.shared["A"]
-    model = LISTAStop(**PARAMS)
-    model.network_ = LISTANetwork.from_ista(A, model.n_layers, model.lam_init)
+    problem = context.problem
+    model = LISTAStop(**PARAMS).initialize(context)  # the ISTA-initialised network, untrained policy
+    assert isinstance(model.network_, LISTAStopModel)
+    lista = model.network_.lista
     with torch.no_grad():
         for t in range(1, model.n_layers):
-            model.network_.W1[t].zero_()
-            model.network_.W2[t].zero_()
-    model.policy_ = StopPolicy(20, 40, model.n_layers, 16, model.POSITION_DIM)
+            lista.W1[t].zero_()
+            lista.W2[t].zero_()
 
     def loss(batch):
-        outputs = model.network_(batch.observed["b"])
-        best = oracle_losses(outputs, batch.target["x"]).argmin(-1)
-        log_q = log_stop_distribution(model._all_logits(A, batch.observed["b"], outputs))
-        return -(torch.nn.functional.one_hot(best, model.n_layers) * log_q).sum(-1).mean()
+        observation = batch.observation()
+        with torch.no_grad():
+            outputs = model.forward(observation)
+        losses = layer_losses(problem, outputs, batch.target)
+        log_q = log_stop_distribution(model._all_logits(observation, outputs))
+        hand = -(torch.nn.functional.one_hot(losses.argmin(-1), model.n_layers) * log_q).sum(-1).mean()
+        assert torch.allclose(hand, stage2_loss(losses, model._all_logits(observation, outputs), 0.02, hard=True))
+        return hand
 
-    optimizer = torch.optim.Adam(model.policy_.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.network_.policy.parameters(), lr=1e-2)
     for _ in range(100):
         optimizer.zero_grad()
         loss(context.draw_train(64)).backward()
         optimizer.step()
     obs = test.observation()
-    best = oracle_losses(model.network_(obs["b"]), test.target["x"]).argmin(-1) + 1
+    best = layer_losses(problem, model.forward(obs), test.target).argmin(-1) + 1
     assert (best == 1).float().mean() > 0.8
     assert (model.solve(obs).iterations == best).float().mean() > 0.9
 
@@ -131,6 +183,5 @@ def test_registered_lista_stop_meets_the_solver_contract():
 
 
 def test_unknown_stop_rule_is_a_clear_error():
-    context, _ = smoke_context(REGISTRY, "lasso", TINY, budget=BUDGET)
     with pytest.raises(ValueError, match="stop_rule must be one of"):
-        LISTAStop(**{**PARAMS, "stop_rule": "coin"}).fit(context)
+        REGISTRY.solver("lista_stop").build(**{**PARAMS, "stop_rule": "coin"})

@@ -16,7 +16,8 @@ from l2obench_plugins.plisa import PLISA, PLISANetwork, PLISAPrecisionNetwork, c
 from l2obench_plugins.proximal_gradient import FISTA, ISTA
 
 SPEC = Registry().solver("plisa")
-PARAMS = SPEC.resolve({"n_blocks": 5, "n_layers": 2, "lr": 3e-2})
+# lam_init: the spec's default for each family (SLR: absolute; SPE: in units of sqrt(log d / M)).
+PARAMS = {family: SPEC.resolve({"n_blocks": 5, "n_layers": 2, "lr": 3e-2}, family=family) for family in ("slr", "spe")}
 LAMBDA_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 
 
@@ -25,6 +26,8 @@ LAMBDA_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
 class TinySLR(ProblemFamily):
     """Sparse regression with one Gaussian design per instance, ``n`` samples in
     ``[n_min, n_max]``, zero-padded, unit-norm columns (the ``slr`` conventions)."""
+
+    data_term = "least_squares"  # PLISA builds its regression network for this data term
 
     def __init__(self, d=32, n_min=16, n_max=24, s=3, snr=30.0):
         super().__init__(d=d, n_min=n_min, n_max=n_max, s=s, snr=snr)
@@ -78,6 +81,8 @@ class TinyHeldOutSLR(TinySLR):
 class TinySPE(ProblemFamily):
     """Sparse precision matrices ``B + delta I`` (random sparse symmetric ``B``, smallest
     eigenvalue 0.2) and sample covariances of ``M`` Gaussian samples (the ``spe`` conventions)."""
+
+    data_term = "logdet"  # PLISA builds its precision network for this data term
 
     def __init__(self, d=8, M=10, p=0.2):
         super().__init__(d=d, M=M, p=p)
@@ -244,14 +249,14 @@ def tuned_classical(cls, context, iterations, **kw):
 def test_training_beats_untrained_network_and_tuned_ista_fista_at_equal_iterations():
     torch.manual_seed(0)
     context = make_context(TinySLR(), 256, 128, Budget(steps=150, batch_size=64, eval_every=25, patience=6))
-    model = PLISA(**PARAMS)
-    untrained = model._build(context.val.observation(), torch.float32, "cpu")
+    untrained = PLISA(**PARAMS["slr"]).initialize(context)
+    assert isinstance(untrained.network_, PLISANetwork)
     with torch.no_grad():
-        before = nmse_db(untrained(context.val.observation(), keep="last")[-1], context.val.target["x"])
-    model.fit(context)
+        before = nmse_db(untrained.forward(context.val.observation(), keep_all=False)[-1], context.val.target["x"])
+    model = PLISA(**PARAMS["slr"]).fit(context)
     history = context.log["training"]
     after = nmse_db(model.solve(context.val.observation()).estimate, context.val.target["x"])
-    iterations = PARAMS["n_blocks"] * PARAMS["n_layers"]
+    iterations = PARAMS["slr"]["n_blocks"] * PARAMS["slr"]["n_layers"]
     observation, x = context.val.observation(), context.val.target["x"]
     ista = ISTA(lam=tuned_classical(ISTA, context, iterations, step=1.0), step=1.0, max_iter=iterations, tol=0.0)
     fista = FISTA(lam=tuned_classical(FISTA, context, iterations, restart=True), restart=True,
@@ -272,11 +277,9 @@ def test_unsupervised_training_on_held_out_least_squares():
     val = family.draw(128, generator)
     x = family.last_x
     assert torch.equal(val.observed["b"], context.val.observed["b"]) and "x" not in context.val.target
-    model = PLISA(**PARAMS)
-    untrained = model._build(context.val.observation(), torch.float32, "cpu")
     with torch.no_grad():
-        first = untrained(context.val.observation(), keep="last")[-1]
-    model.fit(context)
+        first = PLISA(**PARAMS["slr"]).initialize(context).solve(context.val.observation()).estimate
+    model = PLISA(**PARAMS["slr"]).fit(context)
     estimate = model.solve(context.val.observation()).estimate
     assert family.loss(estimate, context.val.target).mean() < family.loss(first, context.val.target).mean()
     assert nmse_db(estimate, x) < nmse_db(first, x) - 3.0
@@ -286,11 +289,14 @@ def test_spe_training_improves_and_beats_tuned_graphical_lasso():
     torch.manual_seed(0)
     family = TinySPE(d=8, M=10)
     context = make_context(family, 256, 32, Budget(steps=40, batch_size=32, eval_every=10, patience=3))
-    model = PLISA(**PARAMS)
+    model = PLISA(**PARAMS["spe"])
     model.fit(context)
+    assert isinstance(model.network_, PLISAPrecisionNetwork)
     history = context.log["training"]
     assert min(h["val_metric"] for h in history[1:]) < history[0]["val_metric"]
     ours = float(family.loss(model.solve(context.val.observation()).estimate, context.val.target).mean())
+    # Validation is the family's mean loss of the last layer: the best entry is the fitted model's.
+    assert min(h["val_metric"] for h in history) == pytest.approx(ours, rel=1e-5)
 
     def glasso(alpha):
         S = context.val.observed["S"].double().numpy()
@@ -336,26 +342,27 @@ def test_spe_every_layer_is_symmetric_positive_definite(step):
 @pytest.mark.parametrize("family", [TinySLR(d=16, n_min=8, n_max=12), TinySPE(d=6, M=8)])
 def test_state_dict_round_trip_reproduces_estimates(family):
     context = make_context(family, 64, 32, Budget(steps=3, batch_size=16, eval_every=1, patience=5))
-    model = PLISA(**PARAMS).fit(context)
+    params = PARAMS["spe" if family.data_term == "logdet" else "slr"]
+    model = PLISA(**params).fit(context)
     observation = context.val.observation()
     solution = model.solve(observation, trajectory=True)
-    assert len(solution.trajectory) == PARAMS["n_blocks"] * PARAMS["n_layers"]
+    assert len(solution.trajectory) == params["n_blocks"] * params["n_layers"]
     assert torch.equal(solution.trajectory[-1], solution.estimate)
     assert torch.equal(model.solve(observation).estimate, solution.estimate)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
-    clone = PLISA(**PARAMS).load_state_dict(torch.load(buffer, weights_only=True))
+    clone = PLISA(**params).load_state_dict(torch.load(buffer, weights_only=True))
     assert torch.equal(clone.solve(observation).estimate, solution.estimate)
-    assert int(solution.iterations[0]) == PARAMS["n_blocks"] * PARAMS["n_layers"]
+    assert int(solution.iterations[0]) == params["n_blocks"] * params["n_layers"]
 
 
 def test_registered_for_slr_and_spe():
     assert SPEC.learned and set(SPEC.families) == {"slr", "spe"}
-    model = SPEC.build()
-    assert model.resolved("slr") == {"lam_init": 0.05, "n_blocks": 20, "n_layers": 5}
-    assert model.resolved("spe") == {"lam_init": 0.5, "n_blocks": 5, "n_layers": 4}
-    assert SPEC.build(n_layers=3).resolved("spe")["n_layers"] == 3
+    sizes = ("lam_init", "n_blocks", "n_layers")
+    assert {k: SPEC.build("slr").get_params()[k] for k in sizes} == {"lam_init": 0.05, "n_blocks": 20, "n_layers": 5}
+    assert {k: SPEC.build("spe").get_params()[k] for k in sizes} == {"lam_init": 0.5, "n_blocks": 5, "n_layers": 4}
+    assert SPEC.build("spe", n_layers=3).n_layers == 3
 
 
 @pytest.mark.parametrize("family, settings", [
@@ -369,3 +376,16 @@ def test_solver_contract_on_the_registered_families(family, settings):
                             budget=Budget(steps=5, batch_size=16, eval_every=5, patience=1))
     if family == "spe":
         assert is_positive_definite(solution.estimate).all()
+
+
+def test_network_kind_follows_the_data_term():
+    class NoDataTerm(TinySLR):
+        data_term = None
+
+    budget = Budget(steps=1, batch_size=8, eval_every=1)
+    with pytest.raises(ValueError, match="least-squares or log-det data term"):
+        PLISA(**PARAMS["slr"]).initialize(make_context(NoDataTerm(d=8, n_min=4, n_max=6), 16, 8, budget))
+    # The kind is stored with the state and rebuilds the right network.
+    spe = PLISA(**PARAMS["spe"]).initialize(make_context(TinySPE(d=5, M=8), 16, 8, budget))
+    assert spe.state_dict()["config"] == {"kind": "spe", "d": 5}
+    assert isinstance(PLISA(**PARAMS["spe"]).load_state_dict(spe.state_dict()).network_, PLISAPrecisionNetwork)

@@ -24,6 +24,16 @@ def test_plugin_example_passes_the_solver_contract(tmp_path):
     check_solver(registry, "my_ista", "lasso", {"m": 20, "n": 40, "n_train": 64, "n_val": 64, "n_test": 32})
 
 
+def test_learned_plugin_example_trains_and_passes_the_solver_contract(tmp_path):
+    path = tmp_path / "my_learned_solver.py"
+    path.write_text(_block("python", "# my_learned_solver.py"))
+    registry = Registry(plugin_files=[path])
+    assert registry.solvers["my_learned_ista"].plugin.ok
+    solution = check_solver(registry, "my_learned_ista", "lasso",
+                            {"m": 20, "n": 40, "n_train": 64, "n_val": 64, "n_test": 32})
+    assert solution.iterations is not None and int(solution.iterations[0]) == 10
+
+
 def test_suite_file_example_plans(tmp_path):
     path = tmp_path / "my_suite.toml"
     path.write_text(_block("toml", 'description = "FISTA vs LISTA on a noiseless'))

@@ -93,6 +93,8 @@ def test_registered_helper_and_unknown_names():
     assert "admm, alista, apf" in str(error.value)
     with pytest.raises(UnknownNameError, match="valid parameter of fista"):
         Registry().solver("fista").resolve({"lamda": 1})
+    with pytest.raises(ValueError, match="max_iter must be an int >= 1, got 0"):
+        Registry().solver("fista").build(max_iter=0)
 
 
 def test_list_does_not_import_torch():
@@ -103,3 +105,6 @@ def test_list_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "fista" in out.stdout
+    assert "max_iter = 1000  [int >= 1]  maximum iterations" in out.stdout
+    assert "stop_rule = 'threshold'  [one of threshold, sample, never]" in out.stdout
+    assert "n_blocks = 20 (slr), 5 (spe)  [int >= 1]" in out.stdout

@@ -1,4 +1,6 @@
 """The recurrent learned optimizers RNN and RNN-l1 (plugins/rnn_optimizer.py)."""
+import dataclasses
+import functools
 import io
 import math
 
@@ -27,6 +29,17 @@ def make(cls, **overrides):
     params.update(lam_init=0.1) if cls is RNNL1 else params.update(lam=0.1)
     params.update(overrides)
     return cls(**params)
+
+
+@functools.lru_cache(maxsize=None)
+def lasso_context(settings=tuple(TINY.items())):
+    return smoke_context(REGISTRY, "lasso", dict(settings))
+
+
+def untrained(model, seed=0, context=None):
+    """``model`` initialised (not trained) under ``seed`` on a lasso context."""
+    context = lasso_context()[0] if context is None else context
+    return model.initialize(dataclasses.replace(context, seed=seed))
 
 
 def test_preprocessing_matches_hand_computed_values():
@@ -62,20 +75,20 @@ def test_gradient_read_by_the_rnn_is_the_lasso_gradient(per_instance):
     assert torch.allclose(smooth_gradient(A, b, x), expected, atol=1e-10)
     assert torch.allclose(lasso_subgradient(A, b, x, lam), expected_full, atol=1e-10)
     # What the networks feed their LSTM (before normalisation).
-    rnn_l1 = make(RNNL1).initialize(0).network_
-    rnn = make(RNN, lam=lam).initialize(0).network_
+    rnn_l1 = untrained(make(RNNL1)).network_
+    rnn = untrained(make(RNN, lam=lam)).network_
     assert torch.allclose(rnn_l1.gradient(A, b, x), expected, atol=1e-10)
     assert torch.allclose(rnn.gradient(A, b, x), expected_full, atol=1e-10)
 
 
 @pytest.mark.parametrize("cls", [RNN, RNNL1])
 def test_shared_and_per_instance_designs_agree(cls):
-    _, test = smoke_context(REGISTRY, "lasso", TINY)
+    _, test = lasso_context()
     A, b = test.shared["A"], test.observed["b"]
     N, (m, n) = b.shape[0], A.shape
     # out_scale = 1: the untrained RNN-l1 leaves the all-zero point, so the comparison is not trivial.
     # bmm and mm round differently; over 20 steps of an untrained LSTM that grows to about 2e-5.
-    model = make(cls, out_scale=1.0).initialize(seed=0)
+    model = untrained(make(cls, out_scale=1.0), seed=0)
     shared = model.solve({"A": A, "b": b}, trajectory=True)
     expanded = model.solve({"A": A.expand(N, m, n), "b": b}, trajectory=True)
     assert (shared.estimate != 0).float().mean() > 0.1
@@ -112,11 +125,11 @@ def trained():
     # steps on some draws); out_scale = 0.3 keeps the untrained RNN-l1 from sitting at x = 0 under the
     # thresholds, where the loss has no gradient.
     params = dict(preprocess=False, out_scale=0.3, lr=1e-2)
-    untrained = make(RNNL1, **params).initialize(seed=context.seed)
+    start = untrained(make(RNNL1, **params), seed=context.seed, context=context)
     model = make(RNNL1, **params).fit(context)
     x = test.target["x"]
     return {"ista": nmse_db(ista.solve(test.observation()).estimate, x),
-            "untrained": nmse_db(untrained.solve(test.observation()).estimate, x),
+            "untrained": nmse_db(start.solve(test.observation()).estimate, x),
             "trained": nmse_db(model.solve(test.observation()).estimate, x),
             "history": context.log["training"]}
 
@@ -127,7 +140,8 @@ def test_trained_rnn_l1_beats_untrained_and_tuned_ista_at_equal_iterations(train
     assert trained["trained"] < trained["ista"] - 1.0, trained
     history = trained["history"]
     assert history[0]["step"] == 0
-    assert min(h["val_metric"] for h in history) < history[0]["val_metric"] - 3.0
+    # Validation is the family's mean loss (val_metric); training at least halved it.
+    assert min(h["val_metric"] for h in history) < 0.5 * history[0]["val_metric"], history
 
 
 @pytest.mark.slow
@@ -135,10 +149,10 @@ def test_trained_rnn_with_preprocessing_improves_on_untrained():
     context, test = smoke_context(REGISTRY, "lasso", TINY, budget=BUDGET)
     model = make(RNN, lr=1e-2).fit(context)
     history = context.log["training"]
-    assert min(h["val_metric"] for h in history) < history[0]["val_metric"] - 3.0
-    untrained = make(RNN).initialize(seed=context.seed).solve(test.observation()).estimate
+    assert min(h["val_metric"] for h in history) < 0.5 * history[0]["val_metric"]
+    start = untrained(make(RNN), seed=context.seed, context=context).solve(test.observation()).estimate
     x = test.target["x"]
-    assert nmse_db(model.solve(test.observation()).estimate, x) < nmse_db(untrained, x) - 3.0
+    assert nmse_db(model.solve(test.observation()).estimate, x) < nmse_db(start, x) - 3.0
 
 
 @pytest.mark.parametrize("cls", [RNN, RNNL1])
@@ -170,6 +184,6 @@ def test_fit_needs_a_design():
 def test_untrained_rnn_l1_with_registered_defaults_leaves_zero(seed):
     """Below its thresholds RNN-l1 has no gradient and cannot learn: the registered
     defaults must start it moving at the small scale's size, whatever the initialisation."""
-    _, test = smoke_context(REGISTRY, "lasso", {"m": 125, "n": 250, "n_train": 8, "n_val": 8, "n_test": 64})
-    model = REGISTRY.solver("rnn_l1").build().initialize(seed=seed)
+    context, test = lasso_context(tuple({"m": 125, "n": 250, "n_train": 8, "n_val": 8, "n_test": 64}.items()))
+    model = untrained(REGISTRY.solver("rnn_l1").build(), seed=seed, context=context)
     assert (model.solve(test.observation()).estimate != 0).float().mean() > 0.5

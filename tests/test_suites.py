@@ -71,7 +71,9 @@ def _write(tmp_path, body, suffix=".json"):
     ({"solvers": []}, "missing key 'problems'"),
     ({"problems": [{"family": "lasso", "only_scales": ["tiny"]}], "solvers": []}, r"problems\[0\].only_scales"),
     ({"problems": [{"family": "lasso", "settings": {"p": 1.5}}], "solvers": []},
-     r"problems\[0\].settings: p must lie in \(0, 1\]"),
+     r"problems\[0\].settings.p: must be a number in \(0, 1\], got 1.5"),
+    ({"problems": [{"family": "lasso", "settings": {"ood": {"q": 1}}}], "solvers": []},
+     r"problems\[0\].settings: ood may override p, snr; got q"),
 ])
 def test_malformed_suite_files_name_the_file_and_key(tmp_path, body, match):
     path = _write(tmp_path, body)
@@ -127,3 +129,58 @@ def test_a_suite_mixing_families_pairs_each_solver_with_the_problems_it_supports
     malformed = {**body, "solvers": [{"solver": "ista", "problems": "reg"}]}
     with pytest.raises(SuiteFileError, match="expected a list of problem labels"):
         plan(REGISTRY, "s", malformed, scale="smoke")
+
+
+_LASSO = '[[problems]]\nfamily = "lasso"\nsettings = {m = 10, n = 20}\n'
+_SPE = '[[problems]]\nfamily = "spe"\nsettings = {d = 6, M = 10}\n'
+
+
+@pytest.mark.parametrize("body, where", [
+    (_LASSO + '[[solvers]]\nsolver = "ista"\n[[solvers]]\nsolver = "fista"\nparams = {max_iter = "twenty"}\n',
+     "solvers[1].params.max_iter: must be an int >= 1, got 'twenty'"),
+    (_LASSO + '[[solvers]]\nsolver = "lista_stop"\nparams = {stop_rule = "nope"}\n',
+     "solvers[0].params.stop_rule: must be one of threshold, sample, never, got 'nope'"),
+    (_LASSO + '[[solvers]]\nsolver = "fista"\nparams = {restart = 1}\n',
+     "solvers[0].params.restart: must be a bool, got 1"),
+    (_LASSO + '[[solvers]]\nsolver = "fista"\nparams = {max_iter = 20}\nscales = {smoke = {max_iter = 0}}\n',
+     "solvers[0].scales.smoke.max_iter: must be an int >= 1, got 0"),
+    (_SPE + '[[solvers]]\nsolver = "glasso"\nparams = {mode = "lasso"}\n',
+     "solvers[0].params.mode: must be one of cd, lars, got 'lasso'"),
+    (_LASSO + '[[solvers]]\nsolver = "lista"\nbudget = {steps = -1}\n',
+     "solvers[0].budget.steps: must be an int >= 1, got -1"),
+    (_LASSO + '[[solvers]]\nsolver = "lista"\nbudget = {scales = {smoke = {max_seconds = 0}}}\n',
+     "solvers[0].budget.scales.smoke.max_seconds: must be a number > 0 or null, got 0"),
+    ('[budget]\nbatch_size = 2.5\n' + _LASSO + '[[solvers]]\nsolver = "lista"\n',
+     "budget.batch_size: must be an int >= 1, got 2.5"),
+    ('[budget]\nsteps = 10\n[budget.scales.smoke]\nsteps = true\n' + _LASSO + '[[solvers]]\nsolver = "lista"\n',
+     "budget.scales.smoke.steps: must be an int >= 1, got True"),
+    ('[[problems]]\nfamily = "lasso"\nsettings = {m = "ten"}\n[[solvers]]\nsolver = "fista"\n',
+     "problems[0].settings.m: must be an int >= 1, got 'ten'"),
+    ('[[problems]]\nfamily = "spe"\nsettings = {M = [10, 40]}\nscales = {smoke = {graph = "tree"}}\n'
+     '[[solvers]]\nsolver = "glasso"\n',
+     "problems[0].scales.smoke.graph: must be one of er, grid, got 'tree'"),
+])
+def test_bad_values_are_rejected_at_planning_naming_file_entry_and_key(tmp_path, body, where):
+    path = _write(tmp_path, body, ".toml")
+    with pytest.raises(SuiteFileError) as info:
+        plan(REGISTRY, str(path), load_suite_file(path), scale="smoke")
+    assert str(info.value) == f"{path}.{where}"
+
+
+def test_budgets_of_classical_solvers_are_checked_too():
+    body = {"problems": [{"family": "lasso"}], "solvers": [{"solver": "fista", "budget": {"patience": 0}}]}
+    with pytest.raises(SuiteFileError, match=r"^s\.solvers\[0\]\.budget\.patience: must be an int >= 1, got 0$"):
+        plan(REGISTRY, "s", body, scale="smoke")
+
+
+def test_solver_params_are_resolved_per_problem_family():
+    body = {"problems": [{"family": "slr", "label": "reg"}, {"family": "spe", "label": "prec"}],
+            "solvers": [{"solver": "plisa"}, {"solver": "plisa", "label": "PLISA (T=3)", "params": {"n_blocks": 3}}]}
+    cells = {(c.problem_label, c.solver_label): c for c in plan(REGISTRY, "s", body, scale="smoke")}
+    keys = ("n_blocks", "n_layers", "lam_init")
+    assert [cells["reg", "plisa"].params[k] for k in keys] == [20, 5, 0.05]
+    assert [cells["prec", "plisa"].params[k] for k in keys] == [5, 4, 0.5]
+    assert [cells["reg", "PLISA (T=3)"].params[k] for k in keys] == [3, 5, 0.05]
+    assert [cells["prec", "PLISA (T=3)"].params[k] for k in keys] == [3, 4, 0.5]
+    assert cells["reg", "plisa"].fixed_params == () and cells["prec", "PLISA (T=3)"].fixed_params == ("n_blocks",)
+    assert len({c.cell_id for c in cells.values()}) == 4

@@ -29,7 +29,7 @@ import torch
 
 from l2obench.ops import gram, lipschitz, matvec, per_instance, rmatvec, soft_threshold
 from l2obench.precision import (
-    cholesky_inverse, offdiag_mask, offdiag_soft_threshold, smooth_objective, symmetrize,
+    cholesky_inverse, cholesky_logdet, offdiag_mask, offdiag_soft_threshold, smooth_objective, symmetrize,
 )
 
 __all__ = ["LeastSquares", "LogDet", "DATA_TERMS", "data_term", "build", "require", "SERIES_BELOW"]
@@ -256,8 +256,7 @@ class LogDet:
 
     def state(self, Theta: torch.Tensor) -> dict:
         """The state of a positive-definite ``Theta``: Cholesky factor ``C``, ``logdet``, ``W = Theta^{-1}``."""
-        C, _ = torch.linalg.cholesky_ex(Theta)
-        logdet = 2 * torch.log(torch.diagonal(C, dim1=-2, dim2=-1).clamp_min(torch.finfo(C.dtype).tiny)).sum(-1)
+        C, logdet, _ = cholesky_logdet(Theta)
         return self.accept({"C": C, "logdet": logdet})
 
     def trial(self, x: torch.Tensor, delta: torch.Tensor, state: dict, rows: torch.Tensor | None = None):
@@ -282,15 +281,14 @@ class LogDet:
         state : dict
             The state of ``x + delta`` before ``accept`` (``W`` still ``x``'s).
         """
-        C, info = torch.linalg.cholesky_ex(x + delta)
-        logdet = 2 * torch.log(torch.diagonal(C, dim1=-2, dim2=-1).clamp_min(torch.finfo(C.dtype).tiny)).sum(-1)
+        C, logdet, pd = cholesky_logdet(x + delta)
         WD = state["W"] @ delta
         WD2 = WD @ WD
         t1 = torch.diagonal(WD, dim1=-2, dim2=-1).sum(-1)
         t2 = torch.diagonal(WD2, dim1=-2, dim2=-1).sum(-1)
         t3 = (WD2 * WD.transpose(-1, -2)).sum((-1, -2))
         excess = torch.where(t2 < SERIES_BELOW, t2 / 2 - t3 / 3, state["logdet"] - logdet + t1)
-        feasible = (info == 0) & torch.isfinite(excess)
+        feasible = pd & torch.isfinite(excess)
         excess = torch.where(feasible, excess, torch.full_like(excess, float("inf")))
         return excess, feasible, {"C": C, "logdet": logdet, "W": state["W"]}
 

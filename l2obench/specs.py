@@ -300,12 +300,3 @@ class SuiteSpec:
     name: str
     definition: Mapping[str, Any]
     description: str = ""
-
-
-def check_choice(kind: str, value: str, valid: Sequence[str]) -> str:
-    """Return ``value`` if it is in ``valid``, else raise ``UsageError``."""
-    if value not in valid:
-        raise UsageError(f"invalid {kind} {value!r}; choose one of: {', '.join(valid)}")
-    return value
-
-

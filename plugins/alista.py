@@ -100,19 +100,17 @@ def analytic_design(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pivots = torch.diagonal(L, dim1=-2, dim2=-1).abs()
     tol = max(A64.shape[-2:]) * torch.finfo(torch.float64).eps
     singular = (info > 0) | (pivots.amin(-1) ** 2 <= tol * pivots.amax(-1) ** 2)
-    if A.dim() == 2:
-        if bool(singular):
-            W, scale = _design_by_eigh(A64)
-        else:
-            W, scale = _design_from_factor(L, torch.linalg.solve_triangular(L, A64, upper=False))
-        return W.to(A.dtype), scale.to(A.dtype)
-    W, scale = torch.empty_like(A64), A64.new_empty(A64.shape[:1])
-    regular = ~singular
-    if bool(regular.any()):
-        L_reg = L[regular]
-        W[regular], scale[regular] = _design_from_factor(
-            L_reg, torch.linalg.solve_triangular(L_reg, A64[regular], upper=False))
-    if bool(singular.any()):
+    if not bool(singular.any()):
+        W, scale = _design_from_factor(L, torch.linalg.solve_triangular(L, A64, upper=False))
+    elif A.dim() == 2:
+        W, scale = _design_by_eigh(A64)
+    else:
+        W, scale = torch.empty_like(A64), A64.new_empty(A64.shape[:1])
+        regular = ~singular
+        if bool(regular.any()):
+            L_reg = L[regular]
+            W[regular], scale[regular] = _design_from_factor(
+                L_reg, torch.linalg.solve_triangular(L_reg, A64[regular], upper=False))
         W[singular], scale[singular] = _design_by_eigh(A64[singular])
     return W.to(A.dtype), scale.to(A.dtype)
 

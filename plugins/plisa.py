@@ -151,9 +151,6 @@ class _PLISABase(nn.Module):
         """``w~ = softmax(w)`` over (l1, MCP, SCAD)."""
         return torch.softmax(self.w, 0)
 
-    def stacked(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in self.state_dict().items()}
-
     @staticmethod
     def _keep(outputs: list, x, t: int, k: int, n_blocks: int, n_layers: int, keep: str) -> None:
         last_layer = k == n_layers - 1

@@ -22,6 +22,7 @@ ISTA), ``depth`` (the number of layers), ``training_loss``,
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 import torch
@@ -90,6 +91,14 @@ class LearnedSolver(Solver):
     def init_network(self, network: nn.Module, context: FitContext) -> None:
         """Problem-informed initialisation before training; default: PyTorch's, under the cell's seed."""
 
+    def precompute(self, observation: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-instance tensors that ``forward`` derives from an observation alone (first axis =
+        instance), under keys of the solver's own. ``fit`` computes them once for the splits it
+        reuses (validation, and training when it does not draw fresh instances) and adds them to
+        those splits' observations; elsewhere ``forward`` computes them itself. Default: none.
+        """
+        return {}
+
     def forward(self, observation: Mapping[str, Any], keep_all: bool = True,
                 depth: int | None = None) -> list[torch.Tensor]:
         """Every layer's output on ``observation`` (``keep_all``), or a list holding the last one.
@@ -106,7 +115,7 @@ class LearnedSolver(Solver):
     # -- training ------------------------------------------------------------------------
     def fit(self, context: FitContext) -> "LearnedSolver":
         self.initialize(context)
-        history = self.train_network(context)
+        history = self.train_network(self._with_precomputed(context))
         if history is not None and "training" not in context.log:
             context.log["training"] = history
         self.network_.eval()
@@ -124,6 +133,21 @@ class LearnedSolver(Solver):
             self.init_network(self.network_, context)
         self.network_.eval()
         return self
+
+    def _with_precomputed(self, context: FitContext) -> FitContext:
+        """``context`` whose reused splits carry ``precompute``'s tensors (computed in chunks)."""
+        def augmented(instances: Instances) -> Instances:
+            parts = [self.precompute(instances.subset(slice(start, start + VALIDATION_CHUNK)).observation())
+                     for start in range(0, len(instances), VALIDATION_CHUNK)]
+            if not parts or not parts[0]:
+                return instances
+            extra = {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+            return replace(instances, observed={**instances.observed, **extra})
+
+        fresh = getattr(self, "fresh_samples", True) and context.draw_train is not None
+        with torch.no_grad():
+            return replace(context, val=augmented(context.val),
+                           train=context.train if fresh else augmented(context.train))
 
     def train_network(self, context: FitContext) -> list[dict]:
         """Train ``network_`` in place; returns the training history.

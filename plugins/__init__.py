@@ -116,6 +116,10 @@ ALISTA = SolverSpec(
         **_SUPPORT_SELECTION,
         **_UNROLLED_TRAINING,
         **_SCHEDULE,
+        # On per-instance designs the training split (thesis 7.7.1: a fixed set of training problems)
+        # lets every design's analytic weight be computed once, not at every step.
+        "fresh_samples": Param(True, help="draw fresh training instances each step (else iterate the train split)",
+                               type=bool, family_defaults={"slr": False}),
     },
 )
 

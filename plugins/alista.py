@@ -288,13 +288,15 @@ class ALISTANetwork(nn.Module):
         return [self.step[t - 1], self.theta[t - 1]]
 
     def forward(self, b: torch.Tensor, keep_all: bool = True, A: torch.Tensor | None = None,
-                depth: int | None = None) -> list[torch.Tensor]:
+                depth: int | None = None, design: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> list[torch.Tensor]:
+        """The layers' outputs; ``design``: the designs' ``analytic_design(A)``, when already computed."""
         if self.fixed_design:
             A, W, scale = self.A, self.W, self.scale
         else:
             if A is None or A.dim() != 3:
                 raise ValueError("ALISTA without a fixed design needs the instances' designs A (N, m, n)")
-            W, scale = analytic_design(A)
+            W, scale = analytic_design(A) if design is None else design
             scale = scale.unsqueeze(-1)  # (N, 1)
         depth = len(self.percents) if depth is None else depth
         Wtb = rmatvec(W, b)
@@ -382,9 +384,20 @@ class ALISTA(LearnedSolver):
         if network.fixed_design:
             network.set_design(shared_design(context, "ALISTA"))
 
+    def precompute(self, observation) -> dict:
+        """Per-instance designs: each one's analytic weight and step scale (``analytic_design``)."""
+        A = observation["A"]
+        if A.dim() != 3:
+            return {}
+        W, scale = analytic_design(A)
+        return {"alista_W": W, "alista_scale": scale}
+
     def forward(self, observation, keep_all: bool = True, depth: int | None = None):
-        A = None if self.network_.fixed_design else observation["A"]
-        return self.network_(observation["b"], keep_all=keep_all, A=A, depth=depth)
+        if self.network_.fixed_design:
+            return self.network_(observation["b"], keep_all=keep_all, depth=depth)
+        design = observation.get("alista_W"), observation.get("alista_scale")
+        return self.network_(observation["b"], keep_all=keep_all, A=observation["A"], depth=depth,
+                             design=None if design[0] is None else design)
 
 
 class LISTACPSS(LearnedSolver):

@@ -309,3 +309,29 @@ def test_batched_analytic_design_with_singular_and_regular_designs(monkeypatch):
         torch.testing.assert_close(scale[i], scale_i)
         torch.testing.assert_close(torch.diagonal(W[i].T @ A[i]), torch.ones(6, dtype=A.dtype))
     torch.testing.assert_close(scale, analytic_step_scale(A, W))
+
+
+def test_precomputed_designs_are_added_to_reused_splits_and_change_nothing(monkeypatch):
+    """ALISTA on per-instance designs iterates its training split (the slr default) and computes each
+    design's analytic weight once for it and for validation; the outputs equal those computed per call."""
+    settings = {"d": 24, "s": 3, "n_samples": [12, 16], "n_train": 40, "n_val": 24, "n_test": 16}
+    context, test = smoke_context(REGISTRY, "slr", settings, Budget(steps=4, batch_size=16, eval_every=2, patience=2))
+    model = REGISTRY.solver("alista").build("slr", n_layers=4, schedule="joint")
+    assert model.fresh_samples is False
+    model.initialize(context)
+    reused = model._with_precomputed(context)
+    for split in (reused.train, reused.val):
+        W, scale = analytic_design(split.observed["A"])
+        torch.testing.assert_close(split.observed["alista_W"], W)
+        torch.testing.assert_close(split.observed["alista_scale"], scale)
+    with_design = model.forward(reused.val.observation())
+    without = model.forward(context.val.observation())
+    for ours, reference in zip(with_design, without):
+        torch.testing.assert_close(ours, reference)
+    fresh = REGISTRY.solver("alista").build("slr", n_layers=4, fresh_samples=True).initialize(context)
+    assert "alista_W" not in fresh._with_precomputed(context).train.observed  # drawn anew at every step
+
+    calls = []
+    monkeypatch.setattr(alista, "analytic_design", lambda A: calls.append(len(A)) or analytic_design(A))
+    model.fit(context)
+    assert sum(calls) == len(context.train) + len(context.val)  # once per reused instance, not per step

@@ -29,16 +29,13 @@ import torch
 from torch import nn
 
 from l2obench.contracts import FitContext, Instances, Solution, Solver
-from l2obench.training import train, train_progressive
+from l2obench.training import decayed_stages, train_progressive, train_stages
 
 __all__ = ["LearnedSolver", "VALIDATION_CHUNK", "layer_weights", "mean_loss", "split_mean", "weighted_layer_loss"]
 
 # Validation (and any other pass over a whole split without gradients) runs in chunks of
 # this many instances, so that memory stays bounded whatever the split size.
 VALIDATION_CHUNK = 1024
-# Learning-rate factors of the stages that train layers 1..t together after layer t alone
-# (the reference code of LISTA-CPSS and ALISTA: 0.2 and 0.02).
-PROGRESSIVE_DECAYS = (0.2, 0.02)
 
 
 def layer_weights(n_layers: int, gamma: float, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -153,12 +150,16 @@ class LearnedSolver(Solver):
         """Train ``network_`` in place; returns the training history.
 
         Default: Adam on ``training_loss`` over every layer, early-stopped on
-        ``validation_score``; with the hyper-parameter ``schedule =
-        "progressive"``, layer-wise training with learning-rate decay stages
+        ``validation_score``, then again at ``lr * d`` for each ``d`` in the
+        hyper-parameter ``lr_decays`` (learning-rate decay stages; none when
+        the solver has no such parameter). With ``schedule = "progressive"``,
+        layer-wise training with the same decay stages
         (``l2obench.training.train_progressive``), for networks with
-        ``layer_parameters(t)`` whose ``forward`` takes a ``depth``.
+        ``layer_parameters(t)`` whose ``forward`` takes a ``depth``. The
+        budget's steps are shared by the stages.
         """
         problem, fresh = context.problem, getattr(self, "fresh_samples", True)
+        decays = self.decays()
         if getattr(self, "schedule", "joint") == "progressive":
             def output(observation, depth):
                 return self.forward(observation, keep_all=False, depth=depth)[-1]
@@ -167,10 +168,16 @@ class LearnedSolver(Solver):
                 self.network_, self.depth, self.network_.layer_parameters,
                 lambda batch, t: problem.loss(output(batch.observation(), t), batch.target).mean(),
                 lambda t: mean_loss(problem, lambda obs: output(obs, t), context.val),
-                context, lr=self.lr, decays=PROGRESSIVE_DECAYS, fresh_samples=fresh, desc=self.describe_training())
-        return train(self.network_, lambda batch: self.training_loss(self.forward(batch.observation()), batch, problem),
-                     lambda: self.validation_score(context), context, lr=self.lr, fresh_samples=fresh,
-                     desc=self.describe_training())
+                context, lr=self.lr, decays=decays, fresh_samples=fresh, desc=self.describe_training())
+        stages = decayed_stages(lambda batch: self.training_loss(self.forward(batch.observation()), batch, problem),
+                                lambda: self.validation_score(context), self.lr, decays,
+                                desc=self.describe_training())
+        return train_stages(self.network_, stages, context, fresh)
+
+    def decays(self) -> tuple[float, ...]:
+        """The learning-rate factors of the decay stages (hyper-parameter ``lr_decays``; none without it)."""
+        decays = getattr(self, "lr_decays", None) or ()
+        return (float(decays),) if isinstance(decays, (int, float)) else tuple(decays)
 
     def training_loss(self, outputs: list[torch.Tensor], batch: Instances, problem) -> torch.Tensor:
         """The layer-weighted family loss ``sum_t gamma^(T-t) mean loss(out_t)`` (thesis 5.5.1)."""

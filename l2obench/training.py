@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -146,6 +147,54 @@ def _freeze_all_but(module: torch.nn.Module, trained: Sequence[torch.nn.Paramete
     return frozen
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a staged schedule: what ``train`` gets, and fields added to its history entries."""
+
+    loss_fn: Callable[[Instances], torch.Tensor]
+    validate: Callable[[], float]
+    lr: float
+    parameters: Sequence[torch.nn.Parameter] | None = None
+    desc: str = "training"
+    fields: dict = field(default_factory=dict)
+
+
+def train_stages(module: torch.nn.Module, stages: Sequence[Stage], context: FitContext,
+                 fresh_samples: bool = True) -> list[dict]:
+    """Run ``stages`` one after the other (each ``train``, its best state restored).
+
+    The budget's ``steps`` and ``max_seconds`` are the schedule's: each stage
+    gets ``steps // len(stages)`` steps and an even share of the time left.
+
+    Returns
+    -------
+    list of dict
+        Every stage's validations (``train``'s entries) with the stage's ``fields`` and ``lr``.
+    """
+    steps = max(1, context.budget.steps // max(len(stages), 1))
+    limit = context.budget.max_seconds
+    start = time.perf_counter()
+    history: list[dict] = []
+    for i, stage in enumerate(stages):
+        seconds = None
+        if limit is not None:  # the time left, shared evenly by the stages left
+            seconds = (limit - (time.perf_counter() - start)) / (len(stages) - i)
+            if seconds <= 0:
+                break
+        entries = train(module, stage.loss_fn, stage.validate, context, lr=stage.lr, fresh_samples=fresh_samples,
+                        desc=stage.desc, parameters=stage.parameters, steps=steps, seconds=seconds)
+        history += [{**entry, **stage.fields, "lr": stage.lr} for entry in entries]
+    return history
+
+
+def decayed_stages(loss_fn: Callable[[Instances], torch.Tensor], validate: Callable[[], float], lr: float,
+                   decays: Sequence[float], parameters: Sequence[torch.nn.Parameter] | None = None,
+                   desc: str = "training") -> list[Stage]:
+    """Training at ``lr``, then at ``lr * d`` for each ``d`` in ``decays`` (learning-rate decay stages)."""
+    return [Stage(loss_fn, validate, lr * factor, parameters, f"{desc} lr {lr * factor:.2g}")
+            for factor in (1.0, *decays)]
+
+
 def train_progressive(module: torch.nn.Module, n_layers: int,
                       layer_parameters: Callable[[int], Sequence[torch.nn.Parameter]],
                       loss_at: Callable[[Instances, int], torch.Tensor], validate_at: Callable[[int], float],
@@ -157,9 +206,8 @@ def train_progressive(module: torch.nn.Module, n_layers: int,
     ``lr``, then those of layers ``1 .. t`` at ``lr * d`` for each ``d`` in
     ``decays`` (the learning-rate decay stages), each stage on the loss of layer
     ``t``'s output (``loss_at(batch, t)``), early-stopped on
-    ``validate_at(t)`` with its best state restored (``train``). The budget's
-    ``steps`` and ``max_seconds`` are shared evenly by the ``n_layers (1 +
-    len(decays))`` stages.
+    ``validate_at(t)`` with its best state restored (``train_stages``: the
+    budget is shared evenly by the ``n_layers (1 + len(decays))`` stages).
 
     Parameters
     ----------
@@ -182,24 +230,11 @@ def train_progressive(module: torch.nn.Module, n_layers: int,
     list of dict
         Every stage's validations (``train``'s entries), each with ``layer`` and ``lr``.
     """
-    n_stages = n_layers * (1 + len(decays))
-    steps = max(1, context.budget.steps // n_stages)
-    limit = context.budget.max_seconds
-    start = time.perf_counter()
-    history: list[dict] = []
-    stages_left = n_stages
+    stages = []
     for t in range(1, n_layers + 1):
-        owned = list(layer_parameters(t))
         below = [p for s in range(1, t + 1) for p in layer_parameters(s)]
-        for rate, parameters in [(lr, owned)] + [(lr * d, below) for d in decays]:
-            seconds = None
-            if limit is not None:  # the time left, shared evenly by the stages left
-                seconds = (limit - (time.perf_counter() - start)) / stages_left
-                if seconds <= 0:
-                    return history
-            stages_left -= 1
-            stage = train(module, lambda batch, t=t: loss_at(batch, t), lambda t=t: validate_at(t), context, lr=rate,
-                          fresh_samples=fresh_samples, desc=f"{desc} layer {t}/{n_layers} lr {rate:.2g}",
-                          parameters=parameters, steps=steps, seconds=seconds)
-            history += [{**entry, "layer": t, "lr": rate} for entry in stage]
-    return history
+        loss_fn, validate = (lambda batch, t=t: loss_at(batch, t)), (lambda t=t: validate_at(t))
+        layer_stages = decayed_stages(loss_fn, validate, lr, decays, below, f"{desc} layer {t}/{n_layers}")
+        layer_stages[0] = replace(layer_stages[0], parameters=list(layer_parameters(t)))
+        stages += [replace(stage, fields={"layer": t}) for stage in layer_stages]
+    return train_stages(module, stages, context, fresh_samples)

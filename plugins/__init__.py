@@ -77,6 +77,9 @@ _SCHEDULE = {
     "schedule": Param("progressive", help="progressive: layer by layer with learning-rate decay stages (the authors' "
                                           "code); joint: all layers on the layer-weighted loss",
                       type=str, choices=("progressive", "joint")),
+    "lr_decays": Param([0.2, 0.02], help="learning-rate factors of the decay stages after training at lr (each "
+                                         "early-stopped; the authors' code: 0.2, 0.02); []: none",
+                       type=float, many=True, gt=0, le=1),
 }
 
 LISTA = SolverSpec(

@@ -10,7 +10,8 @@ of ``l2obench.stopping`` (per-layer losses are the family's ``loss``):
 - with ``warm_start`` the network is first trained as LISTA is (``schedule``:
   layer-wise with learning-rate decay stages, or the layer-weighted loss), and
   stage I starts from there;
-- stage I fits the network against the oracle stop distribution ``q*`` (eq. 5.8-5.9);
+- stage I fits the network against the oracle stop distribution ``q*`` (eq. 5.8-5.9),
+  with the same learning-rate decay stages (``lr_decays``);
 - stage II fixes the network and fits the policy by the forward KL (eq. 5.10).
   With ``hard_oracle`` (the default, as in the authors' code) ``q*`` is
   replaced by its mode, the best layer: imitating a spread ``q*`` leaves every
@@ -34,7 +35,7 @@ from torch import nn
 from l2obench.contracts import FitContext, Solution
 from l2obench.learned import LearnedSolver, mean_loss, split_mean
 from l2obench.stopping import layer_losses, log_stop_distribution, stage1_loss, stage2_loss, stage3_loss
-from l2obench.training import train
+from l2obench.training import decayed_stages, train, train_stages
 from l2obench.unrolled import LISTANetwork, shared_design
 
 # Stage III fine-tunes at this fraction of stage I's learning rate.
@@ -130,9 +131,9 @@ class LISTAStop(LearnedSolver):
         def threshold_rule_loss() -> float:  # model selection with the deterministic rule
             return mean_loss(problem, lambda obs: self._solve(obs, False, "threshold").estimate, context.val)
 
-        history["stage1"] = train(self.network_, lambda batch: stage1_loss(losses(batch), self.beta),
-                                  best_layer_loss, context, lr=self.lr, fresh_samples=self.fresh_samples,
-                                  desc=f"LISTA-stop stage I (T={self.n_layers})", parameters=list(lista.parameters()))
+        history["stage1"] = train_stages(self.network_, decayed_stages(
+            lambda batch: stage1_loss(losses(batch), self.beta), best_layer_loss, self.lr, self.decays(),
+            list(lista.parameters()), f"LISTA-stop stage I (T={self.n_layers})"), context, self.fresh_samples)
 
         def policy_loss(batch) -> torch.Tensor:
             observation = batch.observation()

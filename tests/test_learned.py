@@ -8,7 +8,7 @@ import torch
 
 import l2obench.training
 from l2obench.contracts import Budget
-from l2obench.learned import LearnedSolver, PROGRESSIVE_DECAYS, mean_loss
+from l2obench.learned import LearnedSolver, mean_loss
 from l2obench.registry import Registry
 from l2obench.testing import smoke_context
 from l2obench.training import train_progressive
@@ -21,6 +21,7 @@ from l2obench_plugins.lista_stop import LISTAStop
 from l2obench_plugins.rnn_optimizer import RNN
 
 REGISTRY = Registry()
+DECAYS = (0.2, 0.02)  # the unrolled LASSO networks' default lr_decays
 TINY = {"m": 20, "n": 40, "n_train": 384, "n_val": 96, "n_test": 96}
 SPE_TINY = {"d": 5, "M": 8, "edge_prob": [0.1, 0.3], "n_train": 32, "n_val": 16, "n_test": 16}
 GLAD_PARAMS = dict(n_layers=3, hidden=3, t_init=0.1, lambda_init=1.0, threshold_diagonal=True, output="z", lr=0.03,
@@ -67,9 +68,9 @@ def test_progressive_stages_train_only_their_parameters_and_never_end_worse(monk
     lr = 0.05  # large: some steps make the stage's layer worse, and the stage must not keep them
     history = train_progressive(network, T, network.layer_parameters,
                                 lambda batch, t: problem.loss(output(batch.observation(), t), batch.target).mean(),
-                                validate_at, context, lr=lr, decays=PROGRESSIVE_DECAYS)
+                                validate_at, context, lr=lr, decays=DECAYS)
 
-    assert len(stages) == T * (1 + len(PROGRESSIVE_DECAYS))
+    assert len(stages) == T * (1 + len(DECAYS))
     for t in range(1, T + 1):
         own = {f"{kind}.{t - 1}" for kind in ("W1", "W2", "theta")}
         below = {f"{kind}.{s - 1}" for kind in ("W1", "W2", "theta") for s in range(1, t + 1)}
@@ -166,7 +167,8 @@ def test_initialize_builds_the_untrained_network_under_the_seed():
 def test_trained_progressive_lista_beats_its_ista_initialisation():
     context, test = smoke_context(REGISTRY, "lasso", TINY, budget=Budget(steps=600, batch_size=64, eval_every=10,
                                                                        patience=4))
-    params = dict(n_layers=10, gamma=0.9, lr=3e-3, lam_init=0.1, fresh_samples=True, schedule="progressive")
+    params = dict(n_layers=10, gamma=0.9, lr=3e-3, lam_init=0.1, fresh_samples=True, schedule="progressive",
+                  lr_decays=DECAYS)
     untrained = LISTA(**params).initialize(context)
     model = LISTA(**params).fit(context)
     obs, x = test.observation(), test.target["x"]

@@ -20,7 +20,7 @@ TINY = {"m": 20, "n": 40, "n_train": 384, "n_val": 96, "n_test": 96}
 BUDGET = Budget(steps=300, batch_size=64, eval_every=50, patience=4)  # the smoke suite's budget
 # The progressive schedule shares the steps among T * 3 stages: 20 steps per stage at T = 20.
 PROGRESSIVE_BUDGET = Budget(steps=1200, batch_size=64, eval_every=50, patience=4)
-PARAMS = dict(n_layers=20, gamma=0.9, lr=1e-3, lam_init=0.1, fresh_samples=True)
+PARAMS = dict(n_layers=20, gamma=0.9, lr=1e-3, lam_init=0.1, fresh_samples=True, lr_decays=[0.2, 0.02])
 
 
 def nmse_db(estimate, target):
@@ -87,7 +87,8 @@ def test_state_dict_round_trip_with_weights_only_load():
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
-    clone = LISTA(n_layers=1, gamma=0.0, lr=0.0, lam_init=0.0, fresh_samples=True, schedule="progressive")
+    clone = LISTA(n_layers=1, gamma=0.0, lr=0.0, lam_init=0.0, fresh_samples=True, schedule="progressive",
+                  lr_decays=[])
     clone.load_state_dict(torch.load(buffer, weights_only=True))
     assert clone.get_params() == lista.get_params()
     solution = clone.solve(test.observation(), trajectory=True)

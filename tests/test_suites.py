@@ -17,7 +17,7 @@ def test_sparse_suite_plans_table_5_2_rows_at_each_scale():
     labels = list(dict.fromkeys(c.solver_label for c in lasso))
     assert {"ISTA (T=20)", "FISTA (T=20)", "ISTA (T=100)", "FISTA (T=100)", "LISTA (T=20)"} <= set(labels)
     assert {c.seed for c in small} == {0}
-    assert {(c.settings["m"], c.settings["n"]) for c in lasso} == {(125, 250)}
+    assert {(c.settings["m"], c.settings["n"]) for c in lasso} == {(250, 500)}  # the thesis's size (issue 11)
     assert {c.problem_label: c.settings["condition_number"] for c in lasso} == {"l2s-kappa5": 5.0}
     assert {c.problem_label for c in small} == {"l2s-kappa5", "slr", "spe-er", "spe-grid-sweep"}
     paper = plan(REGISTRY, "sparse", SPARSE, scale="paper")

@@ -7,7 +7,7 @@ families are named by ``"module:Class"`` strings and imported when used.
 from __future__ import annotations
 
 from l2obench import Param, ProblemSpec, SuiteSpec, hookimpl
-from l2obench_problems.suites import SMOKE, SPARSE
+from l2obench_problems.suites import L2S, SMOKE, SPARSE
 
 LASSO = ProblemSpec(
     name="lasso",
@@ -93,3 +93,4 @@ def l2obench_register_problems(register):
 def l2obench_register_suites(register):
     register(SuiteSpec("smoke", SMOKE, "tiny LASSO suite for CI: seconds"))
     register(SuiteSpec("sparse", SPARSE, "sparse recovery: LASSO with classical and learned solvers"))
+    register(SuiteSpec("l2s", L2S, "learning to stop, thesis Table 5.2: LISTA and LISTA-stop with long CPU training"))

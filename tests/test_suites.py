@@ -184,3 +184,13 @@ def test_solver_params_are_resolved_per_problem_family():
     assert [cells["prec", "PLISA (T=3)"].params[k] for k in keys] == [3, 4, 0.5]
     assert cells["reg", "plisa"].fixed_params == () and cells["prec", "PLISA (T=3)"].fixed_params == ("n_blocks",)
     assert len({c.cell_id for c in cells.values()}) == 4
+
+
+def test_l2s_suite_plans_the_table_5_2_rows_with_long_training_at_the_thesis_size():
+    registry = Registry()
+    cells = plan(registry, "l2s", registry.suite("l2s").definition, scale="small")
+    assert [c.solver_label for c in cells] == ["ISTA (T=20)", "FISTA (T=20)", "ISTA (T=100)", "FISTA (T=100)",
+                                               "LISTA (T=20)", "LISTA-stop (T<=20)"]
+    assert {(c.settings["m"], c.settings["n"], c.settings["n_test"]) for c in cells} == {(250, 500, 3000)}
+    learned = [c for c in cells if c.learned]
+    assert {c.budget.steps for c in learned} == {9000} and {c.params["lr_decays"] == [0.2, 0.02] for c in learned} == {True}

@@ -159,7 +159,7 @@ def test_smoke_suite_end_to_end(cli, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "--suite", "nope"], "unknown suite 'nope'; valid suites: smoke, sparse"),
+    (["run", "--suite", "nope"], "unknown suite 'nope'; valid suites: l2s, smoke, sparse"),
     (["run", "--suite", "smoke", "--solvers", "fista,nope"], "valid solver in this suites"),
     (["run", "--suite", "smoke", "--problems", "quadratic"], "unknown problem in this suite 'quadratic'"),
     (["run", "--suite", "smoke", "--seeds", "0,x"], "--seeds takes integers"),

@@ -1,4 +1,4 @@
-"""The ``l2obench`` command line: ``list``, ``run`` and ``leaderboard``.
+"""The ``l2obench`` command line: ``list``, ``run``, ``leaderboard`` and ``probe``.
 
 Heavy modules (torch, pandas) are imported inside the commands that need them,
 so ``l2obench list`` starts quickly.
@@ -175,6 +175,88 @@ def leaderboard_command(results, fmt, metrics, split, output):
         Path(output).write_text(text)
     else:
         click.echo(text, nl=False)
+
+
+def _named_values(text: str, what: str) -> tuple[str, dict]:
+    """``"name[key=value,...]"`` -> ``(name, {key: value})``; values read as JSON, else as strings."""
+    import json
+    import re
+
+    match = re.fullmatch(r"\s*([\w-]+)\s*(?:\[(.*)\])?\s*", text)
+    if not match:
+        raise UsageError(f"{what} {text!r}: expected NAME or NAME[key=value,...]")
+    values = {}
+    for item in filter(None, (part.strip() for part in (match.group(2) or "").split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{what} {text!r}: expected key=value, got {item!r}")
+        try:
+            values[key.strip()] = json.loads(raw)
+        except ValueError:
+            values[key.strip()] = raw.strip()
+    return match.group(1), values
+
+
+def _ints(value: str, option: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in _comma_list(value) or []]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise UsageError(f"{option} takes positive integers separated by commas, got {value!r}")
+    return numbers
+
+
+@cli.command()
+@click.option("--solver", "solver_text", required=True,
+              help="Solver name with optional fixed parameters, e.g. 'gd[step=1.0]' or 'gd_layer[hidden=16]'.")
+@click.option("--problem", "problem_text", required=True,
+              help="Problem family with optional settings, e.g. 'quadratic[mode=given,mu=0.05]'.")
+@click.option("--k", "ks", default="1,2,4,8,16,32", show_default=True,
+              help="Iteration counts (each a separately fitted solver).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--instances", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Test instances probed.")
+@click.option("--directions", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Random perturbation directions per instance.")
+@click.option("--eps", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Size of the perturbations of data and parameters.")
+@click.option("--steps", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Training steps of a learned solver (batches of 50).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--results", type=click.Path(file_okay=False),
+              help="Run directory [default: l2obench-results/probe-<solver>-<family>].")
+@click.option("--resume", is_flag=True, help="Continue the probe in --results; finished k are read back.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Data and model cache.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
+@_plugin_option
+@_strict_option
+def probe(solver_text, problem_text, ks, seed, instances, directions, eps, steps, device, results, resume,
+          cache_dir, no_cache, plugins, strict_plugins):
+    """Measure convergence, stability and sensitivity over k (thesis 4.4.1) of an iterative solver."""
+    from l2obench.contracts import Budget
+    from l2obench.probes import ProbeSpec, default_results, k_param, probe_table, run_probe
+
+    registry = _registry(plugins, strict_plugins)
+    solver, params = _named_values(solver_text, "--solver")
+    family, settings = _named_values(problem_text, "--problem")
+    spec = ProbeSpec(solver, family, settings, params, _ints(ks, "--k"), seed=seed, instances=instances,
+                     directions=directions, eps=eps, budget=Budget(steps=steps, batch_size=50, eval_every=50,
+                                                                   patience=10))
+    cells = spec.cells(registry)
+
+    from l2obench.cache import Cache
+    from l2obench.runner import Runner
+    from l2obench.timing import resolve_device
+
+    results = Path(results) if results else default_results(solver, family)
+    runner = Runner(registry, cells, results, resolve_device(device), Cache(cache_dir, enabled=not no_cache),
+                    resume=resume, progress=False, argv=sys.argv)
+    rows = run_probe(registry, spec, runner)
+    click.echo(f"{solver_text} on {problem_text}: worst case over {instances} instances x {directions} directions "
+               f"(eps {eps:g}), and mean")
+    click.echo(probe_table(rows, k_param(registry.solver(solver))).to_string(float_format=lambda v: f"{v:.4g}"))
+    click.echo(f"results: {runner.cells_dir}")
 
 
 def main(argv=None):

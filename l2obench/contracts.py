@@ -105,12 +105,18 @@ class Solution:
     stop_distribution : Tensor, optional
         ``(N, T)``: the probability that a learned stopping policy stops each
         instance after iteration ``t`` (reported averaged over the test split).
+    extras : dict of str to Tensor
+        Per-instance tensors the solver exposes beside its estimate (first
+        axis = instance), e.g. the energy ``Q_theta(x)`` of a hybrid model's
+        neural module; the family's ``evaluate_extras`` turns those it knows
+        into metrics against the target, which the solver never sees.
     """
 
     estimate: Any
     trajectory: list | None = None
     iterations: Any = None
     stop_distribution: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -241,10 +247,14 @@ class ProblemFamily:
     Subclasses set ``metrics`` (the metrics ``evaluate`` returns),
     ``primary_metric`` (the one reported per iteration and in summaries),
     ``gap_metric`` (linear-scale metric of the generalization gap),
-    ``version`` (part of the data cache key) and ``data_term`` (the name of
+    ``version`` (part of the data cache key), ``data_term`` (the name of
     its smooth loss in ``l2obench.datafits``, e.g. ``"least_squares"``, which
-    solvers build from an observation instead of inspecting its keys).
-    ``__init__`` stores the resolved settings as attributes.
+    solvers build from an observation instead of inspecting its keys) and
+    ``stream_free_settings`` (settings left out of the splits' seed streams,
+    ``l2obench.data.make_splits``: a family whose draws of a split do not
+    depend on them, e.g. a training-set size taken as the first ``n`` of a
+    fixed pool, then gives nested training sets and identical other splits
+    across a sweep of them). ``__init__`` stores the resolved settings as attributes.
     """
 
     metrics: Mapping[str, Metric] = {}
@@ -252,6 +262,7 @@ class ProblemFamily:
     gap_metric: str = ""
     version: str = "1"  # bump when generation changes, so cached data are not reused
     data_term: str | None = None  # a key of l2obench.datafits.DATA_TERMS; None: the family names none
+    stream_free_settings: tuple[str, ...] = ()
 
     def __init__(self, **settings: Any):
         self.settings = dict(settings)
@@ -278,3 +289,29 @@ class ProblemFamily:
     def evaluate(self, estimate, instances: Instances, per_subset: bool = True) -> list[Measurement]:
         """Metrics of ``estimate`` against the instances' targets."""
         raise NotImplementedError
+
+    def evaluate_extras(self, extras: Mapping[str, Any], instances: Instances,
+                        per_subset: bool = True) -> list[Measurement]:
+        """Metrics of a solution's ``extras`` (``Solution.extras``) against the targets.
+
+        Problem-specific metrics of what a solver exposes beside its estimate,
+        e.g. the error of a hybrid model's neural module. The runner reports
+        them with ``evaluate``'s (declare them in ``metrics`` too). Default:
+        none; keys a family does not know are ignored.
+        """
+        return []
+
+    # Optional hooks of the algorithm-property probes (``l2obench.probes``).
+
+    def minimizer(self, observation: Mapping[str, Any]):
+        """The exact minimizer of the objective an observation defines (per instance), or ``None`` if unknown."""
+        return None
+
+    def perturb(self, observation: Mapping[str, Any], eps: float, generator) -> tuple[dict, Any]:
+        """A random perturbation of an observation's problem data, and its size per instance ``(N,)``.
+
+        The size is what the stability of thesis eq. 4.7 divides by (e.g.
+        ``||Q - Q'||_2 + ||b - b'||_2``), about ``eps`` per perturbed tensor.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not say how to perturb its instances "
+                                  "(ProblemFamily.perturb), which the stability probe needs")

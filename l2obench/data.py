@@ -40,23 +40,30 @@ def make_splits(spec: ProblemSpec, settings: Mapping[str, Any], seed: int, cache
     """Build the family and draw each split from its own seed stream.
 
     The shared tensors (e.g. a sensing matrix) come from the stream
-    ``(key, "shared")`` and split ``s`` from ``(key, s)``, where ``key`` hashes
-    the family, its version, the resolved settings and the seed. Settings
-    left at null do not enter the key, so a family that gains an optional
+    ``(stream, "shared")`` and split ``s`` from ``(stream, s)``, where
+    ``stream`` hashes the family, its version, the resolved settings and the
+    seed, less the family's ``stream_free_settings`` (sizes that change how
+    many instances are drawn, not how: settings differing only in them draw
+    from the same streams). The cache key ``key`` hashes every setting.
+    Settings left at null enter neither, so a family that gains an optional
     setting keeps drawing the same data for the settings it had.
     """
     family = spec.build(**settings)
-    key = content_key("data", spec.name, family.version, data_settings(settings), seed)
+    identity = data_settings(settings)
+    key = content_key("data", spec.name, family.version, identity, seed)
+    free = set(getattr(family, "stream_free_settings", ()))
+    stream = key if not free & set(identity) else content_key(
+        "data", spec.name, family.version, {k: v for k, v in identity.items() if k not in free}, seed)
     cached = cache.load("data", key)
     if cached is not None:
         splits = {name: Instances.from_tensors(t) for name, t in cached.items()}
     else:
         sizes = family.split_sizes()
         bar = progress(total=len(sizes), desc=f"data {spec.name} seed {seed}") if progress else None
-        shared = family.draw_shared(generator_for(key, "shared"))
+        shared = family.draw_shared(generator_for(stream, "shared"))
         splits = {}
         for name, n in sizes.items():
-            splits[name] = family.draw(n, generator_for(key, name), shared, name)
+            splits[name] = family.draw(n, generator_for(stream, name), shared, name)
             if bar:
                 bar.update(1)
         if bar:

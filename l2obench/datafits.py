@@ -12,6 +12,9 @@ inspecting the observation's keys. The penalties live in
   leave it unchanged); every coordinate penalised.
 - ``LogDet`` (``"logdet"``): ``-logdet Theta + tr(S Theta)`` per instance,
   ``S`` ``(N, d, d)``; the off-diagonal entries penalised (the graphical lasso).
+- ``QuadraticEnergy`` (``"quadratic"``): ``0.5 y^T Q y + b^T y`` per instance,
+  ``Q`` ``(N, d, d)`` symmetric positive definite (thesis chapter 4); smooth
+  only (no penalty, no line-search states).
 
 Both provide ``from_observation``, ``value``, ``gradient``, ``start``,
 ``curvature_scale``, ``prox_l1``, ``penalised``, and the iterate states a
@@ -32,7 +35,7 @@ from l2obench.precision import (
     cholesky_inverse, cholesky_logdet, offdiag_mask, offdiag_soft_threshold, smooth_objective, symmetrize,
 )
 
-__all__ = ["LeastSquares", "LogDet", "DATA_TERMS", "data_term", "build", "require", "SERIES_BELOW"]
+__all__ = ["LeastSquares", "LogDet", "QuadraticEnergy", "DATA_TERMS", "data_term", "build", "require", "SERIES_BELOW"]
 
 # Below this tr(M^2), M = Theta^{-1/2} delta Theta^{-1/2}, the log-det excess of a
 # trial step is taken from its series (see LogDet.trial).
@@ -44,6 +47,15 @@ def _check_keys(name: str, observation: Mapping[str, Any], keys: Sequence[str]) 
     if missing:
         raise ValueError(f"the {name} data term needs the observation's {', '.join(map(repr, missing))}; "
                          f"it has {', '.join(map(repr, sorted(observation))) or 'no keys'}")
+
+
+def _from_pair(cls, observation: Mapping[str, Any], keys: tuple[str, str], dtype: torch.dtype | None):
+    """``cls(operator, b)`` from the observation's ``keys`` (an operator and ``b``), computed in ``dtype``
+    (default: ``b``'s) and finishing in ``b``'s dtype."""
+    _check_keys(cls.name, observation, keys)
+    operator, b = (observation[key] for key in keys)
+    dtype = b.dtype if dtype is None else dtype
+    return cls(operator.to(dtype), b.to(dtype), output_dtype=b.dtype)
 
 
 class LeastSquares:
@@ -85,10 +97,7 @@ class LeastSquares:
         ValueError
             If ``A`` or ``b`` is missing (the message names it) or the shapes disagree.
         """
-        _check_keys(cls.name, observation, ("A", "b"))
-        A, b = observation["A"], observation["b"]
-        dtype = b.dtype if dtype is None else dtype
-        return cls(A.to(dtype), b.to(dtype), output_dtype=b.dtype)
+        return _from_pair(cls, observation, ("A", "b"), dtype)
 
     @property
     def shared(self) -> bool:
@@ -306,7 +315,73 @@ class LogDet:
         return x.to(self.output_dtype)
 
 
-DATA_TERMS: dict[str, type] = {cls.name: cls for cls in (LeastSquares, LogDet)}
+class QuadraticEnergy:
+    """``E(y) = 0.5 y^T Q y + b^T y`` per instance, ``Q`` ``(N, d, d)`` symmetric positive definite.
+
+    The energy of the ``quadratic`` family (thesis section 4.3); its minimizer
+    is ``-Q^{-1} b``.
+
+    Parameters
+    ----------
+    Q : torch.Tensor
+        ``(N, d, d)``, symmetric positive definite.
+    b : torch.Tensor
+        ``(N, d)``.
+    output_dtype : torch.dtype, optional
+        The dtype ``finish`` returns (default: ``b``'s).
+    """
+
+    name = "quadratic"
+    penalised = None
+
+    def __init__(self, Q: torch.Tensor, b: torch.Tensor, output_dtype: torch.dtype | None = None):
+        if Q.dim() != 3 or Q.shape[-1] != Q.shape[-2] or b.dim() != 2 or Q.shape[:2] != b.shape:
+            raise ValueError(f"a quadratic energy needs Q (N, d, d) and b (N, d); got Q {tuple(Q.shape)}, "
+                             f"b {tuple(b.shape)}")
+        self.Q, self.b = Q, b
+        self.output_dtype = b.dtype if output_dtype is None else output_dtype
+
+    @classmethod
+    def from_observation(cls, observation: Mapping[str, Any], dtype: torch.dtype | None = None) -> "QuadraticEnergy":
+        """The energy of an observation with keys ``Q`` and ``b``, in ``dtype``; errors as ``LeastSquares``'s."""
+        return _from_pair(cls, observation, ("Q", "b"), dtype)
+
+    def value(self, y: torch.Tensor) -> torch.Tensor:
+        """``0.5 y^T Q y + b^T y`` per instance, ``(N,)``."""
+        return (0.5 * matvec(self.Q, y) + self.b).mul(y).sum(-1)
+
+    def gradient(self, y: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        """``Q y + b``, ``(N, d)``."""
+        return matvec(self.Q, y) + self.b
+
+    def eigenvalue_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, L)``: the smallest and largest eigenvalue of each ``Q``, ``(N,)`` each (float64 inside)."""
+        eigenvalues = torch.linalg.eigvalsh(self.Q.double())
+        return eigenvalues[:, 0].to(self.Q.dtype), eigenvalues[:, -1].to(self.Q.dtype)
+
+    def lipschitz(self) -> torch.Tensor:
+        """The gradient's Lipschitz constant ``L = lambda_max(Q)``, ``(N,)``."""
+        return self.eigenvalue_bounds()[1]
+
+    def strong_convexity(self) -> torch.Tensor:
+        """The strong-convexity constant ``mu = lambda_min(Q)``, ``(N,)``."""
+        return self.eigenvalue_bounds()[0]
+
+    def start(self) -> torch.Tensor:
+        """``y_0 = 0``, ``(N, d)`` (thesis section 4.4.2: zero initialization)."""
+        return torch.zeros_like(self.b)
+
+    def minimizer(self) -> torch.Tensor:
+        """``-Q^{-1} b`` by a batched Cholesky solve (float64 inside), in the observation's dtype."""
+        factor = torch.linalg.cholesky(self.Q.double())
+        return -torch.cholesky_solve(self.b.double().unsqueeze(-1), factor).squeeze(-1).to(self.b.dtype)
+
+    def finish(self, y: torch.Tensor) -> torch.Tensor:
+        """An estimate in the observation's dtype."""
+        return y.to(self.output_dtype)
+
+
+DATA_TERMS: dict[str, type] = {cls.name: cls for cls in (LeastSquares, LogDet, QuadraticEnergy)}
 
 
 def data_term(name: str) -> type:

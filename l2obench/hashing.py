@@ -1,8 +1,9 @@
 """Content keys and seed streams.
 
 Every split is drawn from its own generator, derived from the problem setting,
-the seed and the split name, so the same seed gives the same bytes anywhere;
-caches are keyed by the content of what produced an entry.
+the seed and the split name, so the same seed gives the same bytes on any machine
+with the same CPU kernels (MKL's code path differs by CPU vendor and instruction
+set; see the README); caches are keyed by the content of what produced an entry.
 """
 from __future__ import annotations
 

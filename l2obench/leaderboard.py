@@ -2,9 +2,12 @@
 
 Each cell of the table is the mean over seeds, with the standard deviation
 when there are several seeds; the best value of each column is marked.
+Swept values (the ``sweep`` column) are part of the labels: one row per
+swept solver value, ``"GD layer [k=4]"``, one block per swept problem setting.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Sequence
 
@@ -12,6 +15,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from l2obench.errors import UsageError
+from l2obench.suites import sweep_label
 
 FORMATS = ("terminal", "markdown", "latex", "csv")
 
@@ -48,6 +52,7 @@ def table(df: pd.DataFrame, metrics: Sequence[str] | None = None, split: str = "
     """
     if df.empty:
         raise UsageError("no result rows to tabulate")
+    df = with_sweep_labels(df)
     final = df[df["iteration"].isna()]
     if metrics:
         missing = [m for m in metrics if m not in set(final["metric"])]
@@ -106,6 +111,17 @@ def table(df: pd.DataFrame, metrics: Sequence[str] | None = None, split: str = "
     out = pd.DataFrame(columns, index=every_solver)
     out.columns = pd.MultiIndex.from_tuples(out.columns, names=["problem", "metric"])
     out.index.name = "solver"
+    return out
+
+
+def with_sweep_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` whose ``problem`` and ``solver`` labels carry the swept values of their cells (``suites.sweep_label``)."""
+    if "sweep" not in df.columns or df["sweep"].isna().all():
+        return df
+    sweeps = [json.loads(s) if isinstance(s, str) else {} for s in df["sweep"]]
+    out = df.copy()
+    for part in ("problem", "solver"):
+        out[part] = [sweep_label(label, sweep.get(part, {})) for label, sweep in zip(df[part], sweeps)]
     return out
 
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from l2obench.atomic import write_atomically
 from l2obench.errors import UsageError
-from l2obench.schema import COLUMNS, SCHEMA, SCHEMA_VERSION, STATUSES
+from l2obench.schema import COLUMNS, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION, STATUSES
 
 
 def to_table(rows: Sequence[Mapping]) -> pa.Table:
@@ -47,7 +47,11 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def read_results(paths: Iterable[str | Path]):
-    """All rows under ``paths`` as a pandas DataFrame (schema version checked)."""
+    """All rows under ``paths`` as a pandas DataFrame (schema version checked).
+
+    Files of an older readable version (``schema.READABLE_VERSIONS``) get the
+    columns they lack as nulls.
+    """
     tables = []
     for f in result_files(paths):
         try:
@@ -55,7 +59,30 @@ def read_results(paths: Iterable[str | Path]):
         except (pa.ArrowInvalid, OSError) as exc:
             raise UsageError(f"{f} is not a readable Parquet file: {exc}") from exc
         version = (table.schema.metadata or {}).get(b"l2obench.schema_version", b"").decode()
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise UsageError(f"{f}: results schema version {version or 'missing'}, expected {SCHEMA_VERSION}")
+        for name in READABLE_VERSIONS[version]:
+            table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
         tables.append(table.select(list(COLUMNS)).cast(SCHEMA))
     return pa.concat_tables(tables).to_pandas()
+
+
+def expand_sweep(df):
+    """``df`` with one column per swept parameter or setting (from the ``sweep`` column).
+
+    A curve over a swept value is then one query, e.g.
+    ``expand_sweep(df).query("metric == 'l2_error' and split == 'train'").groupby(["solver", "k"])["value"].mean()``.
+    A column is named after the key (``k``, ``n_train``), or ``problem.<key>`` /
+    ``solver.<key>`` when the name is taken (by a result column, or by the
+    same key swept on both sides); rows of cells that did not sweep it hold NaN.
+    """
+    import json
+
+    parsed = [json.loads(s) if isinstance(s, str) else {} for s in df["sweep"]]
+    keys = list(dict.fromkeys((part, key) for p in parsed for part in ("problem", "solver") for key in p.get(part, {})))
+    names = [key for _, key in keys]
+    out = df.copy()
+    for part, key in keys:
+        name = key if names.count(key) == 1 and key not in df.columns else f"{part}.{key}"
+        out[name] = [p.get(part, {}).get(key) for p in parsed]
+    return out

@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 import l2obench
+from l2obench.atomic import write_atomically
 from l2obench.cache import Cache
 from l2obench.contracts import FitContext, Instances, Solver
 from l2obench.data import Splits, make_splits
@@ -40,6 +43,12 @@ TRAJECTORY_POINTS = 128
 STANDARD_SPLITS = {"train", "val", "test"}
 # Bytes of iterates held at once while a trajectory is computed in chunks.
 TRAJECTORY_CHUNK_BYTES = 256 * 2**20
+# Environment variables that select the CPU code path of torch's own kernels, of MKL (BLAS,
+# LAPACK) or of oneDNN, or their threads: each can change the bits of a float result (see
+# benchmarks/kernel_reproducibility.py). run.json records those that are set.
+KERNEL_ENV_VARS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
+                   "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                   "MKL_DYNAMIC")
 
 
 @dataclass
@@ -74,6 +83,40 @@ def _git_commit() -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() or None
+
+
+def cpu_kernels() -> dict[str, Any]:
+    """The CPU kernel set behind this process's float results, as recorded in ``run.json``.
+
+    ``cpu_vendor`` matters as MKL picks its code by vendor (``MKL_CBWR=AVX2`` is ignored on
+    non-Intel CPUs); ``cpu_capability`` is the instruction set of torch's own vectorised kernels
+    (``torch.backends.cpu.get_cpu_capability()``); ``blas``, ``mkl`` and ``onednn`` the
+    libraries torch was built with; ``threads`` torch's intra-op threads; ``env`` the values
+    of ``KERNEL_ENV_VARS`` that are set. Two runs whose ``cpu_kernels`` differ may differ in
+    the last bits of every trained model.
+    """
+    config = torch.__config__.show()
+
+    def built_with(pattern: str) -> str | None:
+        match = re.search(pattern, config)
+        return match.group(1).strip() if match else None
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            vendor = next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), None)
+    except OSError:
+        vendor = None
+    return {
+        "cpu": describe_device(torch.device("cpu")).removeprefix("cpu (").split(";")[0],
+        "cpu_vendor": vendor,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": built_with(r"BLAS_INFO=(\w+)"),
+        "mkl": built_with(r"Math Kernel Library Version (.+?) for ") if torch.backends.mkl.is_available() else None,
+        "onednn": built_with(r"MKL-DNN (v[^\n]+)") if torch.backends.mkldnn.is_available() else None,
+        "threads": torch.get_num_threads(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "env": {name: os.environ[name] for name in KERNEL_ENV_VARS if name in os.environ},
+    }
 
 
 def recorded_iterations(n_iterations: int, points: int = TRAJECTORY_POINTS) -> list[int]:
@@ -142,6 +185,16 @@ class Runner:
             if (info["suite"], info["scale"]) != (suite, scale):
                 raise UsageError(f"cannot resume: {self.results_dir} holds suite {info['suite']} at scale "
                                  f"{info['scale']}, not {suite} at scale {scale}")
+            kernels = cpu_kernels()
+            if info.get("cpu_kernels") != kernels:
+                # Cells finished from here on may differ in their last bits from the earlier ones.
+                info.setdefault("resumed_with_other_kernels", []).append({
+                    "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "device": describe_device(self.device), "cpu_kernels": kernels})
+                write_atomically(manifest, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
+                if "cpu_kernels" in info:
+                    self.echo(f"note: resuming with other CPU kernels than run {info['run_id']} started with "
+                              f"(recorded in {manifest})")
             return info["run_id"]
         if self.results_dir.exists() and any(self.results_dir.iterdir()):
             raise UsageError(f"{self.results_dir} exists and is not an l2obench run directory; choose another --results")
@@ -150,7 +203,8 @@ class Runner:
         manifest.write_text(json.dumps({
             "run_id": run_id, "suite": suite, "scale": scale, "argv": argv,
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "cells": len(self.cells)}, indent=2) + "\n")
+            "cells": len(self.cells), "device": describe_device(self.device),
+            "cpu_kernels": cpu_kernels()}, indent=2) + "\n")
         return run_id
 
     def _done(self, cell: Cell) -> str | None:
@@ -231,6 +285,7 @@ class Runner:
             "problem": cell.problem_label, "family": cell.family, "setting": canonical_json(dict(cell.settings)),
             "solver": cell.solver_label, "solver_name": cell.solver,
             "solver_params": canonical_json(params if params is not None else dict(cell.params)),
+            "sweep": canonical_json({part: dict(v) for part, v in cell.sweep.items()}) if cell.sweep else None,
             "learned": cell.learned, "seed": cell.seed, "split": split, "subset": subset,
             "metric": metric, "direction": direction, "value": None if value is None else float(value),
             "iteration": iteration, "status": status, "message": message or None,
@@ -297,15 +352,15 @@ class Runner:
                          wall_clock_s=full_seconds, data_hash=h),
                      row(metric="wall_clock_saved_fraction", value=1.0 - seconds / full_seconds, split="test",
                          direction="higher", wall_clock_s=seconds, data_hash=h)]
-        test_values = family.evaluate(solution.estimate, test)
+        test_values = _evaluate(family, solution, test)
         rows += [row(metric=m.metric, value=m.value, split="test", subset=m.subset, direction=direction(m.metric),
                      wall_clock_s=seconds, data_hash=h) for m in test_values]
 
         train = data.splits["train"].subset(slice(0, len(test))).to(self.device)
         with torch.no_grad():
-            train_estimate = solver.solve(train.observation()).estimate
-        _check_finite(train_estimate, "train")
-        train_values = family.evaluate(train_estimate, train)
+            train_solution = solver.solve(train.observation())
+        _check_finite(train_solution.estimate, "train")
+        train_values = _evaluate(family, train_solution, train)
         rows += [row(metric=m.metric, value=m.value, split="train", subset=m.subset, direction=direction(m.metric),
                      data_hash=data.hashes["train"]) for m in train_values]
         gap = _value(test_values, family.gap_metric) - _value(train_values, family.gap_metric)
@@ -314,9 +369,9 @@ class Runner:
         for name in sorted(data.splits.keys() - STANDARD_SPLITS):  # e.g. an out-of-distribution test split
             other = data.splits[name].to(self.device)
             with torch.no_grad():
-                estimate = solver.solve(other.observation()).estimate
-            _check_finite(estimate, name)
-            values = family.evaluate(estimate, other)
+                other_solution = solver.solve(other.observation())
+            _check_finite(other_solution.estimate, name)
+            values = _evaluate(family, other_solution, other)
             hash_ = data.hashes[name]
             rows += [row(metric=m.metric, value=m.value, split=name, subset=m.subset,
                          direction=direction(m.metric), data_hash=hash_) for m in values]
@@ -372,6 +427,11 @@ def _stop_fractions(iterations: torch.Tensor) -> list[tuple[int, float]]:
         return []
     values, counts = torch.unique(iterations, return_counts=True)
     return [(int(v), float(c) / iterations.numel()) for v, c in zip(values.tolist(), counts.tolist())]
+
+
+def _evaluate(family, solution, instances: Instances) -> list:
+    """The family's metrics of a solution: its estimate's, then its extras' (``evaluate_extras``)."""
+    return family.evaluate(solution.estimate, instances) + family.evaluate_extras(solution.extras, instances)
 
 
 def _value(measurements, metric: str, subset: str = "all") -> float:

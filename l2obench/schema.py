@@ -2,12 +2,15 @@
 
 This pyarrow schema is the single source of truth for results; every write is
 validated against it (column set and types), and readers check its version.
+Version 2 added ``sweep``; readers take version 1 files with a null ``sweep``.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# Versions readers accept, with the columns each lacks (read as null).
+READABLE_VERSIONS = {"1": ("sweep",), "2": ()}
 
 STATUSES = ("ok", "failed", "diverged")
 
@@ -23,6 +26,8 @@ SCHEMA = pa.schema(
         pa.field("solver", pa.string(), nullable=False),        # the suite's label of the solver
         pa.field("solver_name", pa.string(), nullable=False),   # registered solver
         pa.field("solver_params", pa.string(), nullable=False),  # hyper-parameters used, canonical JSON
+        # values a suite entry swept for this cell, canonical JSON {"problem": {...}, "solver": {...}}; null: none
+        pa.field("sweep", pa.string(), nullable=True),
         pa.field("learned", pa.bool_(), nullable=False),
         pa.field("seed", pa.int64(), nullable=False),
         pa.field("split", pa.string(), nullable=True),          # train / val / test; null for cell-level rows

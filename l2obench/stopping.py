@@ -17,6 +17,12 @@ the zero estimate, so that the temperature ``beta`` is dimensionless:
   ``stage2_loss``);
 - stage III (optional) fine-tunes both on the beta-VAE objective of eq. 5.6,
   ``E_{q_phi} l - beta H(q_phi)`` (``stage3_loss``).
+
+The prior over stop times is uniform in the thesis's experiments; section
+5.3.4 proposes "a prior with smaller probability on deeper layers" to reduce
+the computation. With ``p(t) ∝ exp(-c t / beta)`` every formula above holds
+with ``l_t`` replaced by ``l_t + c t`` (``with_depth_prior``): the oracle
+stops where one more layer would lower the loss by less than ``c``.
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-__all__ = ["layer_losses", "log_stop_distribution", "stage1_loss", "stage2_loss", "stage3_loss"]
+__all__ = ["layer_losses", "log_stop_distribution", "oracle", "stage1_loss", "stage2_loss", "stage3_loss",
+           "with_depth_prior"]
 
 
 def log_stop_distribution(logits: torch.Tensor) -> torch.Tensor:
@@ -41,6 +48,14 @@ def layer_losses(problem, outputs: list[torch.Tensor], target: Mapping[str, Any]
     estimate (``||x*||^2`` for squared errors), shape ``(N, T)``."""
     scale = problem.loss(torch.zeros_like(outputs[0]), target).mean().clamp_min(1e-12).detach()
     return torch.stack([problem.loss(x, target) for x in outputs], dim=-1) / scale
+
+
+def with_depth_prior(losses: torch.Tensor, cost: float) -> torch.Tensor:
+    """``l_t + c t``, t = 1..T: the losses of ``(N, T)`` under the prior ``p(t) ∝ exp(-c t / beta)``
+    (section 5.3.4; uniform when ``cost`` is 0), up to a constant of ``t``."""
+    if not cost:
+        return losses
+    return losses + cost * torch.arange(1, losses.shape[-1] + 1, dtype=losses.dtype, device=losses.device)
 
 
 def stage1_loss(losses: torch.Tensor, beta: float) -> torch.Tensor:

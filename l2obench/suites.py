@@ -21,9 +21,17 @@ A suite (built-in, or a TOML/JSON file) has this structure::
     scales = { smoke = { max_iter = 5 } }
     budget = { batch_size = 16 }        # optional: this solver's training budget, over the suite's
     problems = ["cs-mixed"]             # optional: problem labels or families it runs on
+    sweep = { max_iter = [10, 20, 50], scales = { smoke = { max_iter = [5, 10] } } }
+                                        # optional: one cell per value (problems too: settings)
 
 A solver entry runs on every problem of the suite whose family it supports
 (or on those its ``problems`` names), so one suite can mix families.
+A ``sweep`` table (problem or solver entry) maps parameters or settings to
+lists of values; every combination of values becomes its own cell (labelled
+``"<label> [key=value]"`` in the leaderboard; results carry the values in the
+``sweep`` column, see ``l2obench.results.expand_sweep``). A swept key may not
+also be set in ``params`` / ``settings`` at that scale; a swept solver
+parameter is fixed (never tuned).
 Planning checks every name, every parameter, setting and budget value (against
 its ``Param``) and every solver/problem pairing before any computation, and
 yields one ``Cell`` per problem x seed x solver. A solver's parameters are
@@ -31,25 +39,26 @@ resolved per problem family (a ``Param``'s ``family_defaults``).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from l2obench.contracts import Budget
 from l2obench.errors import SuiteFileError, UnknownNameError, UsageError
 from l2obench.data import data_settings
-from l2obench.hashing import content_key
+from l2obench.hashing import canonical_json, content_key
 from l2obench.specs import InvalidValueError
 
 SCALES = ("smoke", "small", "paper")
 DEFAULT_SCALE = "small"
 
 _TOP_KEYS = {"description", "seeds", "budget", "problems", "solvers"}
-_PROBLEM_KEYS = {"family", "label", "settings", "scales", "only_scales"}
-_SOLVER_KEYS = {"solver", "label", "params", "scales", "only_scales", "budget", "problems"}
+_PROBLEM_KEYS = {"family", "label", "settings", "scales", "only_scales", "sweep"}
+_SOLVER_KEYS = {"solver", "label", "params", "scales", "only_scales", "budget", "problems", "sweep"}
 _BUDGET_KEYS = {f.name for f in fields(Budget)} | {"scales"}
 
 
@@ -59,7 +68,9 @@ class Cell:
 
     ``settings`` and ``params`` are fully resolved against the specs'
     defaults (``params`` for the problem's family); ``fixed_params`` are
-    those the suite set (never tuned).
+    those the suite set (never tuned). ``sweep`` holds the values this cell
+    takes of the entries' swept keys, ``{"problem": {...}, "solver": {...}}``
+    (parts without a sweep left out); labels are the entries' own.
     """
 
     suite: str
@@ -74,6 +85,7 @@ class Cell:
     learned: bool
     seed: int
     budget: Budget
+    sweep: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def data_key(self) -> str:
@@ -86,7 +98,19 @@ class Cell:
                            vars(self.budget) if self.learned else None)
 
     def describe(self) -> str:
-        return f"{self.problem_label} x {self.solver_label} x seed {self.seed}"
+        problem = sweep_label(self.problem_label, self.sweep.get("problem", {}))
+        solver = sweep_label(self.solver_label, self.sweep.get("solver", {}))
+        return f"{problem} x {solver} x seed {self.seed}"
+
+
+def sweep_label(label: str, values: Mapping[str, Any]) -> str:
+    """``label`` with swept values appended by key, e.g. ``"GD layer [hidden=16, k=4]"`` (``label`` when none)."""
+    if not values:
+        return label
+    shown = (f"{key}={value:g}" if isinstance(value, float) else
+             f"{key}={value}" if isinstance(value, (int, str)) else f"{key}={canonical_json(value)}"
+             for key, value in sorted(values.items()))
+    return f"{label} [{', '.join(shown)}]"
 
 
 def load_suite_file(path: str | Path) -> dict:
@@ -165,6 +189,35 @@ def _overrides_at(where: str, spec, entry: Mapping, table: str, scale: str) -> d
     return values
 
 
+def _sweep_at(where: str, spec, entry: Mapping, table: str, scale: str) -> list[dict]:
+    """The points of ``entry``'s ``sweep`` at ``scale`` (every combination of the swept values),
+    each value checked against ``spec``'s parameters; ``[{}]`` without a sweep."""
+    sweep = entry.get("sweep")
+    if sweep is None:
+        return [{}]
+    where = f"{where}.sweep"
+    if not isinstance(sweep, Mapping):
+        raise SuiteFileError(f"{where}: expected a table of value lists, e.g. sweep = {{ k = [1, 2, 4] }}")
+    lists = _at_scale(where, {k: v for k, v in sweep.items() if k != "scales"}, sweep.get("scales"), scale)
+    fixed = _at_scale(where, entry.get(table), entry.get("scales"), scale)
+    for key, values in lists.items():
+        origin = _origin(where, None, sweep, scale, key)
+        if key not in spec.params:
+            raise SuiteFileError(f"{origin}: {UnknownNameError(f'parameter of {spec.name}', key, spec.params)}")
+        if not isinstance(values, list) or not values:
+            raise SuiteFileError(f"{origin}: expected a non-empty list of values, got {values!r}")
+        if key in fixed:
+            raise SuiteFileError(f"{origin}: {key!r} is also set in {table} (at scale {scale}); set it in one place")
+        for i, value in enumerate(values):
+            try:
+                spec.params[key].check(key, value)
+            except InvalidValueError as exc:
+                raise SuiteFileError(f"{origin}[{i}]: {exc.reason}") from exc
+        if len({canonical_json(v) for v in values}) != len(values):
+            raise SuiteFileError(f"{origin}: a value is listed twice in {values!r}")
+    return [dict(zip(lists, point)) for point in itertools.product(*lists.values())]
+
+
 def _runs_at(where: str, entry: Mapping, scale: str) -> bool:
     """Whether a problem or solver entry runs at ``scale`` (its ``only_scales``)."""
     only = entry.get("only_scales")
@@ -224,12 +277,14 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
             continue
         with _located(where):
             spec = registry.problem(entry["family"])
-        settings = spec.resolve(_overrides_at(where, spec, entry, "settings", scale))
-        try:
-            spec.build(**settings)  # the family validates its settings' values before any compute
-        except ValueError as exc:
-            raise SuiteFileError(f"{where}.settings: {exc}") from exc
-        problem_rows.append((entry.get("label", spec.name), spec, settings))
+        overrides = _overrides_at(where, spec, entry, "settings", scale)
+        for point in _sweep_at(where, spec, entry, "settings", scale):
+            settings = spec.resolve({**overrides, **point})
+            try:
+                spec.build(**settings)  # the family validates its settings' values before any compute
+            except ValueError as exc:
+                raise SuiteFileError(f"{where}.settings{sweep_label('', point)}: {exc}") from exc
+            problem_rows.append((entry.get("label", spec.name), spec, settings, point))
     declared = {name for entry in definition["problems"] if isinstance(entry, Mapping)
                 for name in (entry.get("label"), entry.get("family")) if isinstance(name, str)}
     solver_rows = []
@@ -244,17 +299,18 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
         label = entry.get("label", spec.name)
         own = Budget(**{**budget_values, **_budget_at(f"{where}.budget", entry.get("budget"), scale)})
         targets = _solver_problems(where, entry, label, spec, problem_rows, declared)
-        solver_rows.append((label, spec, overrides, own, targets))
+        solver_rows += [(label, spec, {**overrides, **point}, own, targets, point)
+                        for point in _sweep_at(where, spec, entry, "params", scale)]
 
     problem_rows = _select("problem", problems, problem_rows, lambda row: (row[0], row[1].name))
     solver_rows = _select("solver", solvers, solver_rows, lambda row: (row[0], row[1].name))
     return [
         Cell(suite, scale, plabel, pspec.name, settings, slabel, sspec.name,
              sspec.resolve(overrides, family=pspec.name), tuple(sorted(overrides)), sspec.learned, seed,
-             solver_budget)
-        for plabel, pspec, settings in problem_rows
+             solver_budget, {part: values for part, values in (("problem", ppoint), ("solver", spoint)) if values})
+        for plabel, pspec, settings, ppoint in problem_rows
         for seed in run_seeds
-        for slabel, sspec, overrides, solver_budget, targets in solver_rows
+        for slabel, sspec, overrides, solver_budget, targets, spoint in solver_rows
         if plabel in targets
     ]
 
@@ -270,7 +326,7 @@ def _solver_problems(where: str, entry: Mapping, label: str, spec, problem_rows:
 
     wanted = entry.get("problems")
     if wanted is None:
-        targets = {plabel for plabel, pspec, _ in problem_rows if spec.supports(pspec.name)}
+        targets = {plabel for plabel, pspec, *_ in problem_rows if spec.supports(pspec.name)}
         if problem_rows and not targets:
             raise unsupported(problem_rows[0][0], problem_rows[0][1])
         return targets
@@ -281,7 +337,7 @@ def _solver_problems(where: str, entry: Mapping, label: str, spec, problem_rows:
             raise SuiteFileError(f"{where}.problems: this suite has no problem labelled {name!r} "
                                  f"(or of family {name!r})")
     targets = set()
-    for plabel, pspec, _ in problem_rows:
+    for plabel, pspec, *_ in problem_rows:
         if plabel in wanted or pspec.name in wanted:
             if not spec.supports(pspec.name):
                 raise unsupported(plabel, pspec)

@@ -40,9 +40,10 @@ def check_solver(registry: Registry, solver: str, family: str, settings: Mapping
 
     Checks that ``fit`` returns the solver, ``solve`` returns a finite
     estimate with one row per instance, shaped so that the family's ``loss``
-    gives one value per instance, and sees no target, trajectories (if
-    any) end at the estimate, and the state survives a
-    ``torch.save``/``torch.load(weights_only=True)`` round trip.
+    gives one value per instance, and sees no target, extras (if any)
+    hold one entry per instance, trajectories (if any) end at the estimate,
+    and the state survives a ``torch.save``/``torch.load(weights_only=True)``
+    round trip (same estimate, same extras).
     """
     import io
 
@@ -62,6 +63,9 @@ def check_solver(registry: Registry, solver: str, family: str, settings: Mapping
         "the family's loss of the estimate must give one value per instance (estimate shaped like the target)"
     assert solution.estimate.shape[0] == len(test), "one estimate per instance"
     assert torch.isfinite(solution.estimate).all(), "estimate must be finite"
+    for key, value in solution.extras.items():
+        assert torch.is_tensor(value) and value.shape[0] == len(test), \
+            f"extras[{key!r}] must be a tensor with one entry per instance"
     with_trajectory = model.solve(observation, trajectory=True)
     if with_trajectory.trajectory is not None:
         assert torch.allclose(with_trajectory.trajectory[-1], with_trajectory.estimate), \
@@ -70,6 +74,9 @@ def check_solver(registry: Registry, solver: str, family: str, settings: Mapping
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
     clone = spec.build(family, **dict(params or {})).load_state_dict(torch.load(buffer, weights_only=True))
-    assert torch.allclose(clone.solve(observation).estimate, solution.estimate, atol=1e-6), \
-        "a reloaded solver must solve identically"
+    again = clone.solve(observation)
+    assert torch.allclose(again.estimate, solution.estimate, atol=1e-6), "a reloaded solver must solve identically"
+    assert again.extras.keys() == solution.extras.keys() and all(
+        torch.allclose(again.extras[k], v, atol=1e-6) for k, v in solution.extras.items()), \
+        "a reloaded solver must expose the same extras"
     return solution

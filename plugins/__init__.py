@@ -153,7 +153,11 @@ LISTA_STOP = SolverSpec(
         "n_layers": Param(20, help="maximum number of layers T (at least 2: the policy decides after layers 1..T-1)", type=int, ge=2),
         "beta": Param(0.02, help="temperature of the oracle stop distribution q* (eq. 5.8), loss in units of mean ||x*||^2",
                       type=float, gt=0),
-        "warm_start": Param(True, help="train the network as LISTA first, then stage I from there", type=bool),
+        "layer_cost": Param(0.0, help="prior p(t) ∝ exp(-layer_cost t / beta) (thesis 5.3.4): the loss drop a layer must "
+                                      "buy to be run, units of mean ||x*||^2; 0: uniform prior (the thesis's runs)",
+                            type=float, ge=0),
+        "warm_start": Param(False, help="train the network as LISTA first and start stage I from there (the authors "
+                                        "start from ISTA)", type=bool),
         "lr": Param(1e-3, help="Adam learning rate of stage I (the LISTA network)", type=float, gt=0),
         "lam_init": Param(0.1, help="ISTA lambda used to initialise the thresholds", type=float, ge=0),
         **_UNROLLED_TRAINING,
@@ -361,9 +365,65 @@ GLAD = SolverSpec(
     },
 )
 
+# Algorithm layers on quadratic energies (thesis chapter 4). Steps in units of 1 / lambda_max(Q);
+# GD's grid reaches towards 2 (where it stops converging), NAG's towards 4 L / (mu + 3 L) > 1.25
+# (its stable region, thesis Table 4.1): with k fixed, a longer step can win on validation.
+_K = Param(10, help="number of steps k (each k a separately trained or tuned model, thesis 4.7)", type=int, ge=1)
+QUADRATIC_STEP_GRIDS = {"gd": (0.25, 0.5, 1.0, 1.5, 1.8, 1.95), "nag": (0.25, 0.5, 0.75, 1.0, 1.25)}
+
+
+def _quadratic_spec(name: str, cls: str, description: str, learned: bool, params: dict) -> SolverSpec:
+    return SolverSpec(name=name, factory=f"l2obench_plugins.algorithm_layers:{cls}", families=("quadratic",),
+                      learned=learned, description=description, params=params)
+
+
+def _stepped(name: str) -> dict:
+    return {"k": _K, "step": Param(1.0, QUADRATIC_STEP_GRIDS[name], "step size in units of 1 / lambda_max(Q)",
+                                   type=float, gt=0, lt=2)}
+
+
+GD = _quadratic_spec("gd", "GD", "gradient descent on 0.5 y^T Q y + b^T y from 0, k steps (thesis eq. 4.9); "
+                                 "mode = given", False, _stepped("gd"))
+NAG = _quadratic_spec("nag", "NAG", "Nesterov's accelerated gradient from 0, k steps, momentum from lambda_min(Q) "
+                                    "(thesis eq. 4.9); mode = given", False, _stepped("nag"))
+
+_LAYER = {
+    "k": _K,
+    "hidden": Param(16, help="hidden size of the neural module Q_theta, the architecture of Q* (thesis 0, 16, 32: "
+                             "under-, about right, over-parameterized; 0 = linear); unused in given mode",
+                    type=int, ge=0),
+    "step_init": Param(1.0, help="initial step in units of 1/L (RNN: of the GD step its cell starts as); GD/NAG "
+                                 "keep phi = phi_max sigmoid(r) in the stable region of thesis Table 4.1",
+                       type=float, gt=0),
+    "lr": Param([1e-2, 1e-3], help="Adam learning rate, or a list: one run each from the same start, the best on "
+                                   "validation kept (thesis grid: 1e-2, 5e-3, 1e-3, 5e-4, 1e-4)",
+                type=float, gt=0, many=True),
+    "select": Param("train", help="state kept within a run: train (lowest training loss, thesis 4.7) or val "
+                                  "(lowest validation loss: early stopping)", type=str, choices=("train", "val")),
+    "fresh_samples": Param(False, help="fresh training pairs each step (else iterate the n training pairs, "
+                                       "whose generalization gap the thesis studies)", type=bool),
+}
+_LEARN_STEP = {"learn_step": Param(True, help="learn the step phi (else it stays at step_init / L)", type=bool)}
+
+GD_LAYER = _quadratic_spec(
+    "gd_layer", "GDLayer", "GD^k_phi(Q_theta(x), b): k GD steps on a learned neural energy, learned step "
+                           "(thesis 4.3, 4.7)", True, {**_LAYER, **_LEARN_STEP})
+NAG_LAYER = _quadratic_spec(
+    "nag_layer", "NAGLayer", "NAG^k_phi(Q_theta(x), b): k Nesterov steps on a learned neural energy, learned step "
+                             "(thesis 4.7)", True, {**_LAYER, **_LEARN_STEP})
+RNN_LAYER = _quadratic_spec(
+    "rnn_layer", "RNNLayer", "RNN^k_phi: the ReLU-MLP cell of thesis eq. 4.18 on (y, Qy + b), unrolled k times; "
+                             "hybrid or given", True, {
+        **_LAYER,
+        "rnn_width": Param(None, help="width of the cell's ReLU layers; null: 2d", type=int, ge=1),
+        "rnn_depth": Param(2, help="ReLU layers of the cell (L in eq. 4.18)", type=int, ge=1),
+        "rnn_init": Param("gd", help="gd: the cell starts as a GD step (width >= 2d); random: PyTorch's init",
+                          type=str, choices=("gd", "random")),
+    })
+
 
 @hookimpl
 def l2obench_register_solvers(register):
     for spec in (ISTA, FISTA, ADMM, LISTA, ALISTA, LISTA_CPSS, LISTA_STOP, RNN, RNN_L1, GLASSO, GISTA, COVSEL_ADMM,
-                 APF, PLISA, GLAD):
+                 APF, PLISA, GLAD, GD, NAG, GD_LAYER, NAG_LAYER, RNN_LAYER):
         register(spec)

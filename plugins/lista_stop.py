@@ -7,16 +7,23 @@ Predictive model: the T-layer LISTA network ``x_t = soft(W1_t b + W2_t x_{t-1}, 
 encoding of ``t``. Training follows section 5.4 with the stopping mathematics
 of ``l2obench.stopping`` (per-layer losses are the family's ``loss``):
 
-- with ``warm_start`` the network is first trained as LISTA is (``schedule``:
-  layer-wise with learning-rate decay stages, or the layer-weighted loss), and
-  stage I starts from there;
 - stage I fits the network against the oracle stop distribution ``q*`` (eq. 5.8-5.9),
-  with the same learning-rate decay stages (``lr_decays``);
+  from the ISTA initialisation as in the authors' code, with the learning-rate
+  decay stages (``lr_decays``). With ``warm_start`` the network is first trained
+  as LISTA is (``schedule``) and stage I starts from there: its last layer is
+  then the best on nearly every instance and the policy learns to run all T;
 - stage II fixes the network and fits the policy by the forward KL (eq. 5.10).
   With ``hard_oracle`` (the default, as in the authors' code) ``q*`` is
   replaced by its mode, the best layer: imitating a spread ``q*`` leaves every
   stop probability below 1/2, so the ``threshold`` rule would rarely stop;
 - stage III (``finetune_steps > 0``) fine-tunes both on eq. 5.6 (Table 5.3).
+
+The prior over stop times is uniform (the thesis's experiments) unless
+``layer_cost`` is set: ``p(t) ∝ exp(-layer_cost t / beta)`` (section 5.3.4),
+so that a layer is worth running only where it lowers the loss, in units of
+the mean ``||x*||^2``, by more than ``layer_cost``
+(``l2obench.stopping.with_depth_prior``); model selection in stage II then
+scores the rule by the same penalised loss.
 
 At test time the policy decides sequentially after each layer, by the rule
 ``stop_rule``: ``threshold`` stops when ``pi_t > 0.5`` (deterministic),
@@ -34,7 +41,8 @@ from torch import nn
 
 from l2obench.contracts import FitContext, Solution
 from l2obench.learned import LearnedSolver, mean_loss, split_mean
-from l2obench.stopping import layer_losses, log_stop_distribution, stage1_loss, stage2_loss, stage3_loss
+from l2obench.stopping import (layer_losses, log_stop_distribution, stage1_loss, stage2_loss, stage3_loss,
+                               with_depth_prior)
 from l2obench.training import decayed_stages, train, train_stages
 from l2obench.unrolled import LISTANetwork, shared_design
 
@@ -92,7 +100,7 @@ class LISTAStop(LearnedSolver):
     """LISTA with a learned stopping policy (``lasso`` family).
 
     Hyper-parameters (see ``l2obench list``): ``n_layers``, ``beta``,
-    ``warm_start``, ``schedule``, ``gamma``, ``lr``, ``lam_init``,
+    ``layer_cost``, ``warm_start``, ``schedule``, ``gamma``, ``lr``, ``lam_init``,
     ``fresh_samples``, ``policy_hidden``, ``policy_lr``, ``policy_steps``,
     ``hard_oracle``, ``finetune_steps``, ``stop_rule``, ``sample_seed``.
     Fitted state: ``network_`` (a ``LISTAStopModel``).
@@ -122,14 +130,24 @@ class LISTAStop(LearnedSolver):
             history["warm_start"] = super().train_network(context)
 
         def losses(batch) -> torch.Tensor:
-            return layer_losses(problem, self.forward(batch.observation()), batch.target)
+            return with_depth_prior(layer_losses(problem, self.forward(batch.observation()), batch.target),
+                                    self.layer_cost)
 
         def best_layer_loss() -> float:  # the oracle's choice: what stage I optimises
             return split_mean(context.val, lambda part: torch.stack(
                 [problem.loss(x, part.target) for x in self.forward(part.observation())]).amin(0))
 
         def threshold_rule_loss() -> float:  # model selection with the deterministic rule
-            return mean_loss(problem, lambda obs: self._solve(obs, False, "threshold").estimate, context.val)
+            if not self.layer_cost:
+                return mean_loss(problem, lambda obs: self._solve(obs, False, "threshold").estimate, context.val)
+            zero = split_mean(context.val, lambda part: problem.loss(
+                part.observation()["b"].new_zeros(len(part), self.config_["n"]), part.target))
+
+            def penalised(part) -> torch.Tensor:  # l + c t of the stop the rule takes, l in units of the zero loss
+                stopped = self._solve(part.observation(), False, "threshold")
+                return problem.loss(stopped.estimate, part.target) / zero + self.layer_cost * stopped.iterations
+
+            return split_mean(context.val, penalised)
 
         history["stage1"] = train_stages(self.network_, decayed_stages(
             lambda batch: stage1_loss(losses(batch), self.beta), best_layer_loss, self.lr, self.decays(),
@@ -139,7 +157,7 @@ class LISTAStop(LearnedSolver):
             observation = batch.observation()
             with torch.no_grad():
                 outputs = self.forward(observation)
-            return stage2_loss(layer_losses(problem, outputs, batch.target),
+            return stage2_loss(with_depth_prior(layer_losses(problem, outputs, batch.target), self.layer_cost),
                                self._all_logits(observation, outputs), self.beta, self.hard_oracle)
 
         history["stage2"] = train(self.network_, policy_loss, threshold_rule_loss, context, lr=self.policy_lr,
@@ -149,7 +167,7 @@ class LISTAStop(LearnedSolver):
             def joint_loss(batch) -> torch.Tensor:
                 observation = batch.observation()
                 outputs = self.forward(observation)
-                return stage3_loss(layer_losses(problem, outputs, batch.target),
+                return stage3_loss(with_depth_prior(layer_losses(problem, outputs, batch.target), self.layer_cost),
                                    self._all_logits(observation, outputs), self.beta)
 
             history["stage3"] = train(self.network_, joint_loss, threshold_rule_loss, context,

@@ -6,8 +6,10 @@ families are named by ``"module:Class"`` strings and imported when used.
 """
 from __future__ import annotations
 
+import math
+
 from l2obench import Param, ProblemSpec, SuiteSpec, hookimpl
-from l2obench_problems.suites import L2S, SMOKE, SPARSE
+from l2obench_problems.suites import L2S, QUADRATIC as QUADRATIC_SUITE, SMOKE, SPARSE
 
 LASSO = ProblemSpec(
     name="lasso",
@@ -81,12 +83,39 @@ SPE = ProblemSpec(
     },
 )
 
+QUADRATIC = ProblemSpec(
+    name="quadratic",
+    factory="l2obench_problems.quadratic:QuadraticEnergies",
+    description="y* = argmin 0.5 y^T Q*(x) y + b^T y, Q* from a hidden fixed network (thesis 4.3, 4.7)",
+    params={
+        "d": Param(5, help="dimension of y and b (Q* is d x d; the authors' code: 5)", type=int, ge=3),
+        "m": Param(10, help="dimension of the input x (the authors' code: 10)", type=int, ge=1),
+        "mu": Param(0.1, help="smallest eigenvalue of Q* (strong convexity)", type=float, gt=0),
+        "L": Param(1.0, help="largest eigenvalue of Q* (smoothness)", type=float, gt=0),
+        "sigma_b": Param(5 / math.sqrt(3), help="b ~ U[-sqrt(3) sigma_b, sqrt(3) sigma_b]^d, E[bb^T] = sigma_b^2 I "
+                                                "(default: U[-5, 5], the authors' code)", type=float, gt=0),
+        "x_max": Param(5.0, help="x ~ U[-x_max, x_max]^m", type=float, gt=0),
+        "energy_hidden": Param(3, help="hidden size of the fixed network behind Q* (thesis: 3)", type=int, ge=0),
+        "energy_seed": Param(0, help="seed of the fixed network behind Q* (one for every seed of a setting)",
+                             type=int, ge=0),
+        "mode": Param("hybrid", help="hybrid: the solver sees x, R and b (Q* hidden); given: it sees Q* and b",
+                      type=str, choices=("hybrid", "given")),
+        "pool": Param(10000, help="the training pairs are the first n_train of a random order of a pool of this "
+                                  "many (thesis 4.7), nested along a sweep of n_train; null: drawn directly",
+                      type=int, ge=1),
+        "n_train": Param(100, help="training pairs n (the authors' code: 100)", type=int, ge=1),
+        "n_val": Param(1000, help="validation pairs (learning-rate and step-size choice)", type=int, ge=1),
+        "n_test": Param(10000, help="test pairs, drawn apart from the pool", type=int, ge=1),
+    },
+)
+
 
 @hookimpl
 def l2obench_register_problems(register):
     register(LASSO)
     register(SLR)
     register(SPE)
+    register(QUADRATIC)
 
 
 @hookimpl
@@ -94,3 +123,5 @@ def l2obench_register_suites(register):
     register(SuiteSpec("smoke", SMOKE, "tiny LASSO suite for CI: seconds"))
     register(SuiteSpec("sparse", SPARSE, "sparse recovery: LASSO with classical and learned solvers"))
     register(SuiteSpec("l2s", L2S, "learning to stop, thesis Table 5.2: LISTA and LISTA-stop with long CPU training"))
+    register(SuiteSpec("quadratic", QUADRATIC_SUITE, "algorithm layers (GD, NAG, RNN) on quadratic energies over k "
+                                                     "and hidden sizes, thesis 4.7 and NeurIPS 2020 Fig. 6"))

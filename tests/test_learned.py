@@ -17,7 +17,6 @@ from l2obench_plugins import alista
 from l2obench_plugins.alista import analytic_design, analytic_step_scale
 from l2obench_plugins.glad import GLAD
 from l2obench_plugins.lista import LISTA
-from l2obench_plugins.lista_stop import LISTAStop
 from l2obench_plugins.rnn_optimizer import RNN
 
 REGISTRY = Registry()
@@ -199,7 +198,7 @@ def test_lista_stop_stage_three_runs_and_leaves_a_finite_model():
                   fresh_samples=True, policy_hidden=16, policy_lr=1e-2, policy_steps=20, hard_oracle=True,
                   stop_rule="threshold", sample_seed=0)
     context, test = smoke_context(REGISTRY, "lasso", TINY, budget=budget)
-    model = LISTAStop(**params, finetune_steps=15).fit(context)
+    model = REGISTRY.solver("lista_stop").build("lasso", **params, finetune_steps=15).fit(context)
     history = context.log["training"]
     assert list(history) == ["stage1", "stage2", "stage3"]
     stage3 = history["stage3"]
@@ -214,7 +213,7 @@ def test_lista_stop_stage_three_runs_and_leaves_a_finite_model():
     assert torch.isfinite(solution.estimate).all() and torch.isfinite(solution.stop_distribution).all()
     # Stages I and II are those of the same fit without stage III (same seed, same draws).
     context_again, _ = smoke_context(REGISTRY, "lasso", TINY, budget=budget)
-    without = LISTAStop(**params, finetune_steps=0).fit(context_again)
+    without = REGISTRY.solver("lista_stop").build("lasso", **params, finetune_steps=0).fit(context_again)
     assert list(context_again.log["training"]) == ["stage1", "stage2"]
     for stage in ("stage1", "stage2"):
         assert [h["val_metric"] for h in context_again.log["training"][stage]] == \

@@ -8,14 +8,14 @@ from l2obench.contracts import Budget
 from l2obench.learned import mean_loss
 from l2obench.registry import Registry
 from l2obench.stopping import (layer_losses, log_stop_distribution, oracle, stage1_loss, stage2_loss,
-                               stage3_loss)
+                               stage3_loss, with_depth_prior)
 from l2obench.testing import check_solver, smoke_context
 from l2obench_plugins.lista_stop import LISTAStop, LISTAStopModel, position_encoding
 
 REGISTRY = Registry()
 TINY = {"m": 20, "n": 40, "n_train": 256, "n_val": 64, "n_test": 64}
 BUDGET = Budget(steps=60, batch_size=32, eval_every=20, patience=3)
-PARAMS = dict(n_layers=6, beta=0.02, warm_start=True, schedule="joint", gamma=0.9, lr=1e-3, lam_init=0.1,
+PARAMS = dict(n_layers=6, beta=0.02, layer_cost=0.0, warm_start=True, schedule="joint", gamma=0.9, lr=1e-3, lam_init=0.1,
               fresh_samples=True, policy_hidden=16, policy_lr=1e-2, policy_steps=60, hard_oracle=True,
               finetune_steps=0, stop_rule="threshold", sample_seed=0)
 
@@ -65,6 +65,29 @@ def test_stage2_and_stage3_losses_are_eq_5_10_and_eq_5_6():
     assert losses.grad.abs().sum() > 0
 
 
+def test_depth_prior_is_the_beta_vae_prior_of_section_5_3_4():
+    """With p(t) ∝ exp(-c t / beta), eq. 5.6's E_q l + beta KL(q || p) is stage III's loss of l_t + c t
+    (up to a constant), and the oracle q* ∝ p(t) exp(-l_t / beta) is the softmax of -(l_t + c t) / beta."""
+    generator = torch.Generator().manual_seed(1)
+    losses = torch.rand(4, 6, generator=generator, dtype=torch.float64)
+    logits = torch.randn(4, 5, generator=generator, dtype=torch.float64)
+    beta, cost = 0.3, 0.05
+    t = torch.arange(1, 7, dtype=torch.float64)
+    log_prior = torch.log_softmax(-cost * t / beta, dim=-1)
+    q = log_stop_distribution(logits).exp()
+    vae = ((q * losses).sum(-1) + beta * (q * (q.log() - log_prior)).sum(-1)).mean()
+    log_z = torch.logsumexp(-cost * t / beta, dim=-1)
+    penalised = with_depth_prior(losses, cost)
+    assert torch.allclose(stage3_loss(penalised, logits, beta), vae - beta * log_z)
+    posterior = torch.softmax(log_prior - losses / beta, dim=-1)
+    assert torch.allclose(oracle(penalised, beta, hard=False), posterior)
+    assert torch.equal(with_depth_prior(losses, 0.0), losses)
+    # A flat loss after layer 2: the uniform prior's oracle has no reason to stop early, the depth prior stops at 2.
+    flat = torch.tensor([[1.0, 0.1, 0.1, 0.1, 0.1, 0.0999]])
+    assert oracle(flat, beta, hard=True).argmax(-1).item() == 5
+    assert oracle(with_depth_prior(flat, 1e-3), beta, hard=True).argmax(-1).item() == 1
+
+
 def test_layer_losses_are_the_family_loss_over_that_of_zero():
     context, _ = smoke_context(REGISTRY, "lasso", TINY)
     target = torch.randn(3, 5)
@@ -102,6 +125,23 @@ def test_training_runs_every_stage_and_validates_on_the_family_loss(fitted):
         best = torch.stack([context.problem.loss(x, target) for x in model.forward(obs)]).amin(0).mean()
     assert min(h["val_metric"] for h in history["stage1"]) == pytest.approx(float(best), rel=1e-5)
     assert float(best) < mean_loss(context.problem, lambda o: model.forward(o, keep_all=False)[-1], context.val)
+
+
+def test_a_depth_prior_stops_earlier_and_selects_on_the_penalised_loss():
+    """Stage I from ISTA (no warm start) with a layer cost: the policy stops earlier than with the uniform
+    prior's fit, and stage II's model selection scores the rule by l + c t (l over the zero estimate's loss)."""
+    context, test = smoke_context(REGISTRY, "lasso", TINY, budget=BUDGET)
+    cost, steps = 0.1, {"warm_start": False, "policy_steps": 200}
+    model = LISTAStop(**{**PARAMS, **steps, "layer_cost": cost}).fit(context)
+    assert list(context.log["training"]) == ["stage1", "stage2"]
+    obs, target = context.val.observation(), context.val.target
+    stopped = model.solve(obs)
+    zero = context.problem.loss(torch.zeros_like(stopped.estimate), target).mean()
+    penalised = (context.problem.loss(stopped.estimate, target) / zero + cost * stopped.iterations).mean()
+    assert min(h["val_metric"] for h in context.log["training"]["stage2"]) == pytest.approx(float(penalised), rel=1e-5)
+    uniform = LISTAStop(**{**PARAMS, **steps}).fit(smoke_context(REGISTRY, "lasso", TINY, budget=BUDGET)[0])
+    test_obs = test.observation()
+    assert model.solve(test_obs).iterations.float().mean() < uniform.solve(test_obs).iterations.float().mean()
 
 
 def test_early_exit_and_full_depth_passes_agree(fitted):

@@ -9,8 +9,12 @@ BIN := $(VENV)/bin
 LOCAL_WHEELS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
 SCALE ?= small
 PYTEST_ARGS ?=
+# `make publish SUITE=l2s`: the published run of a suite, three seeds, into results/<suite>-<scale>/
+# (resumed: cells already there are kept).
+SUITE ?= sparse
+SEEDS ?= 0,1,2
 
-.PHONY: setup run test test-all bench asv clean
+.PHONY: setup run publish test test-all bench asv clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +29,9 @@ $(VENV)/.installed: pyproject.toml
 
 run: setup
 	$(BIN)/l2obench run --suite sparse --scale $(SCALE) --resume
+
+publish: setup
+	$(BIN)/l2obench run --suite $(SUITE) --scale $(SCALE) --seeds $(SEEDS) --results results/$(SUITE)-$(SCALE) --resume
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

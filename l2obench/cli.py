@@ -100,7 +100,8 @@ def _suite_definition(registry, suite: str):
 
 @cli.command()
 @click.option("--suite", required=True, help="Registered suite name, or a .toml/.json suite file.")
-@click.option("--scale", type=click.Choice(["smoke", "small", "paper"]), default="small", show_default=True)
+@click.option("--scale", type=click.Choice(["smoke", "small", "paper"]),
+              help="Problem sizes and budgets [default: the suite's default_scale, else small].")
 @click.option("--seeds", help="Comma-separated seeds (default: the suite's seeds at this scale).")
 @click.option("--solvers", help="Comma-separated solver names or labels to run.")
 @click.option("--problems", help="Comma-separated problem families or labels to run.")
@@ -117,10 +118,11 @@ def _suite_definition(registry, suite: str):
 def run(suite, scale, seeds, solvers, problems, device, results, resume, cache_dir, no_cache, no_progress,
         plugins, strict_plugins):
     """Run a suite: generate data, fit every solver, evaluate, write Parquet results."""
-    from l2obench.suites import plan
+    from l2obench.suites import default_scale, plan
 
     registry = _registry(plugins, strict_plugins)
     suite_name, definition = _suite_definition(registry, suite)
+    scale = scale or default_scale(suite_name, definition)  # an explicit --scale wins
     cells = plan(registry, suite_name, definition, scale=scale, seeds=_seeds(seeds),
                  solvers=_comma_list(solvers), problems=_comma_list(problems))
     if not cells:
@@ -151,10 +153,11 @@ def run(suite, scale, seeds, solvers, problems, device, results, resume, cache_d
     click.echo(f"{summary.count('ok')} ok, {summary.count('diverged')} diverged, {summary.count('failed')} failed "
                f"({skipped} already on disk) in {summary.seconds:.1f} s; results: {runner.cells_dir}, "
                f"leaderboard: {results / 'leaderboard.md'}")
-    if summary.failed:
-        click.echo("failed cells:", err=True)
-        for outcome in summary.failed:
-            click.echo(f"  {outcome.cell.describe()}: {outcome.message}", err=True)
+    not_ok = [outcome for outcome in summary.outcomes if outcome.status != "ok"]
+    if not_ok:  # any cell that is not ok makes the run's exit code non-zero
+        click.echo("cells not ok:", err=True)
+        for outcome in not_ok:
+            click.echo(f"  {outcome.cell.describe()}: {outcome.status}  {outcome.message}", err=True)
         sys.exit(1)
 
 

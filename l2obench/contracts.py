@@ -315,3 +315,37 @@ class ProblemFamily:
         """
         raise NotImplementedError(f"{type(self).__name__} does not say how to perturb its instances "
                                   "(ProblemFamily.perturb), which the stability probe needs")
+
+
+def check_estimate(family: ProblemFamily, estimate: Any, instances: Instances) -> None:
+    """Check that ``estimate`` is what ``family`` expects for ``instances``, before it is scored.
+
+    The estimate must be a floating-point tensor with one row per instance, and the family's
+    ``loss`` of it must give exactly one value per instance (shape ``(N,)``): an estimate that
+    would broadcast against the target, e.g. ``(N, 1, n)`` for a target ``(N, n)``, fails.
+
+    Raises
+    ------
+    l2obench.errors.InvalidEstimateError
+        Naming the estimate's shape and dtype and what is wrong.
+    """
+    import torch
+
+    from l2obench.errors import InvalidEstimateError
+
+    n = len(instances)
+    if not torch.is_tensor(estimate):
+        raise InvalidEstimateError(f"the estimate must be a tensor, got {type(estimate).__name__}")
+    what = f"estimate of shape {tuple(estimate.shape)} and dtype {estimate.dtype}"
+    if not estimate.is_floating_point():
+        raise InvalidEstimateError(f"{what}: expected a floating-point tensor")
+    if estimate.ndim == 0 or estimate.shape[0] != n:
+        raise InvalidEstimateError(f"{what}: expected one row per instance ({n})")
+    try:
+        loss = family.loss(estimate, instances.target)
+    except RuntimeError as exc:  # torch's shape mismatch
+        raise InvalidEstimateError(f"{what} does not match the {type(family).__name__} target: {exc}") from exc
+    if not torch.is_tensor(loss) or tuple(loss.shape) != (n,):
+        shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
+        raise InvalidEstimateError(f"{what} is not shaped like the {type(family).__name__} target: its loss has "
+                                   f"shape {shape}, not one value per instance ({n},)")

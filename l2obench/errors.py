@@ -40,3 +40,7 @@ class PluginError(L2OBenchError):
 
 class DivergedError(L2OBenchError):
     """A solver produced NaN or inf; the runner records the cell as diverged."""
+
+
+class InvalidEstimateError(L2OBenchError):
+    """A solver's estimate is not shaped or typed as its problem family expects (``check_estimate``)."""

@@ -94,11 +94,15 @@ def table(df: pd.DataFrame, metrics: Sequence[str] | None = None, split: str = "
             direction = sel["direction"].dropna().iloc[0] if sel["direction"].notna().any() else None
             column = {}
             for solver in solvers:
-                values = sel.loc[sel["solver"] == solver, "value"].dropna() * factor
+                recorded = sel.loc[sel["solver"] == solver, "value"]
+                values = recorded.dropna() * factor
+                # Rows without a value where the cell ran: the metric is undefined (e.g. 0/0), never a score.
                 column[solver] = {"mean": values.mean() if len(values) else math.nan,
                                   "std": values.std(ddof=1) if len(values) > 1 else math.nan,
-                                  "n": len(values), "status": bad.get((problem, solver)), "best": False}
-            finite = {s: c["mean"] for s, c in column.items() if math.isfinite(c["mean"])}
+                                  "n": len(values), "status": bad.get((problem, solver)), "best": False,
+                                  "undefined": len(values) < len(recorded)}
+            finite = {s: c["mean"] for s, c in column.items()
+                      if math.isfinite(c["mean"]) and not c["undefined"]}
             # No best when every solver ties (e.g. a probability of success of 0 for all).
             tied = len(finite) > 1 and len(set(finite.values())) == 1
             if finite and not tied and direction in ("lower", "higher") and metric not in {m for m, *_ in TIMING_COLUMNS}:
@@ -130,13 +134,15 @@ _ABSENT = {"mean": math.nan, "std": math.nan, "n": 0}
 
 def _cell(entry: dict, fmt: str) -> str:
     if entry["n"] == 0:
-        return entry["status"] or "-"
+        return entry["status"] or ("undefined" if entry.get("undefined") else "-")
     mean = entry["mean"]
     text = f"{mean:.2f}" if 1 <= abs(mean) < 1e4 else f"{mean:.3g}"
     if math.isfinite(entry["std"]):
         text += f" ± {entry['std']:.2g}" if fmt != "latex" else f" $\\pm$ {entry['std']:.2g}"
     if entry["status"]:
         text += f" ({entry['status']})"
+    if entry.get("undefined"):
+        text += " (undefined for some seeds)"
     if entry["best"]:
         text = {"markdown": f"**{text}**", "latex": f"\\textbf{{{text}}}"}.get(fmt, f"{text} *")
     return text

@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 import l2obench
 from l2obench.atomic import write_atomically
 from l2obench.cache import Cache
-from l2obench.contracts import FitContext, Instances, Solver
+from l2obench.contracts import FitContext, Instances, Solver, check_estimate
 from l2obench.data import Splits, make_splits
-from l2obench.errors import DivergedError, UsageError
+from l2obench.errors import DivergedError, InvalidEstimateError, UsageError
 from l2obench.hashing import canonical_json, content_key, source_digest
 from l2obench.results import write_parquet
 from l2obench.suites import Cell
@@ -260,7 +260,8 @@ class Runner:
             status, message = "ok", ""
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - a broken solver must not stop the run
+        # A broken solver must not stop the run, even one calling sys.exit (SystemExit).
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
             diverged = isinstance(exc, DivergedError)
             status = "diverged" if diverged else "failed"
             message = f"{'' if diverged else type(exc).__name__ + ': '}{exc}"
@@ -279,6 +280,10 @@ class Runner:
              subset: str | None = None, iteration: int | None = None, status: str = "ok",
              message: str = "", wall_clock_s: float | None = None, data_hash: str | None = None,
              params: dict | None = None, direction: str | None = None) -> dict[str, Any]:
+        # A NaN metric is undefined (e.g. an NMSE of 0/0 when every target is zero): no value, never a score.
+        undefined = value is None or math.isnan(value)
+        if undefined and value is not None and not message:
+            message = f"{metric} is undefined here (0/0, e.g. every target is zero)"
         return {
             **self._context,
             "cell_id": cell.cell_id, "suite": cell.suite, "scale": cell.scale,
@@ -287,7 +292,7 @@ class Runner:
             "solver_params": canonical_json(params if params is not None else dict(cell.params)),
             "sweep": canonical_json({part: dict(v) for part, v in cell.sweep.items()}) if cell.sweep else None,
             "learned": cell.learned, "seed": cell.seed, "split": split, "subset": subset,
-            "metric": metric, "direction": direction, "value": None if value is None else float(value),
+            "metric": metric, "direction": direction, "value": None if undefined else float(value),
             "iteration": iteration, "status": status, "message": message or None,
             "wall_clock_s": wall_clock_s, "timestamp": dt.datetime.now(dt.timezone.utc),
             "data_hash": data_hash,
@@ -330,7 +335,7 @@ class Runner:
 
         test = data.splits["test"].to(self.device)
         solution, seconds = timed_solve(solver, test, self.device)
-        _check_finite(solution.estimate, "test")
+        _check_estimate(family, solution.estimate, test, "test")
         latency = single_instance_latency(solver, test, self.device)
         h = data.hashes["test"]
         rows += [row(metric="solve_seconds", value=seconds, split="test", direction="lower",
@@ -359,7 +364,7 @@ class Runner:
         train = data.splits["train"].subset(slice(0, len(test))).to(self.device)
         with torch.no_grad():
             train_solution = solver.solve(train.observation())
-        _check_finite(train_solution.estimate, "train")
+        _check_estimate(family, train_solution.estimate, train, "train")
         train_values = _evaluate(family, train_solution, train)
         rows += [row(metric=m.metric, value=m.value, split="train", subset=m.subset, direction=direction(m.metric),
                      data_hash=data.hashes["train"]) for m in train_values]
@@ -370,7 +375,7 @@ class Runner:
             other = data.splits[name].to(self.device)
             with torch.no_grad():
                 other_solution = solver.solve(other.observation())
-            _check_finite(other_solution.estimate, name)
+            _check_estimate(family, other_solution.estimate, other, name)
             values = _evaluate(family, other_solution, other)
             hash_ = data.hashes[name]
             rows += [row(metric=m.metric, value=m.value, split=name, subset=m.subset,
@@ -381,7 +386,8 @@ class Runner:
 
         rows += self._trajectory_rows(cell, family, solver, test, seconds, row, direction, h)
         primary = _value(test_values, family.primary_metric)
-        summary = f"test {family.primary_metric} {primary:.2f}  fit {fit_seconds:.1f} s{' (cached)' if cached else ''}  solve {seconds:.3f} s"
+        shown = "undefined" if math.isnan(primary) else f"{primary:.2f}"
+        summary = f"test {family.primary_metric} {shown}  fit {fit_seconds:.1f} s{' (cached)' if cached else ''}  solve {seconds:.3f} s"
         return rows, summary
 
     def _trajectory_rows(self, cell, family, solver, test: Instances, solve_seconds: float, row, direction,
@@ -436,6 +442,15 @@ def _evaluate(family, solution, instances: Instances) -> list:
 
 def _value(measurements, metric: str, subset: str = "all") -> float:
     return next(m.value for m in measurements if m.metric == metric and m.subset == subset)
+
+
+def _check_estimate(family, estimate: torch.Tensor, instances: Instances, split: str) -> None:
+    """Refuse an estimate of the wrong shape or dtype (a failed cell), then a non-finite one (diverged)."""
+    try:
+        check_estimate(family, estimate, instances)
+    except InvalidEstimateError as exc:
+        raise InvalidEstimateError(f"{split} split: {exc}") from None
+    _check_finite(estimate, split)
 
 
 def _check_finite(estimate: torch.Tensor, split: str) -> None:

@@ -3,6 +3,7 @@
 A suite (built-in, or a TOML/JSON file) has this structure::
 
     description = "..."
+    default_scale = "smoke"             # optional: the scale run without --scale (default: small)
     seeds = [0, 1]                      # or {smoke = [0], small = [0, 1], paper = [0, 1, 2]}
     [budget]                            # training budget of learned solvers (Budget fields)
     steps = 3000
@@ -56,7 +57,7 @@ from l2obench.specs import InvalidValueError
 SCALES = ("smoke", "small", "paper")
 DEFAULT_SCALE = "small"
 
-_TOP_KEYS = {"description", "seeds", "budget", "problems", "solvers"}
+_TOP_KEYS = {"description", "default_scale", "seeds", "budget", "problems", "solvers"}
 _PROBLEM_KEYS = {"family", "label", "settings", "scales", "only_scales", "sweep"}
 _SOLVER_KEYS = {"solver", "label", "params", "scales", "only_scales", "budget", "problems", "sweep"}
 _BUDGET_KEYS = {f.name for f in fields(Budget)} | {"scales"}
@@ -218,6 +219,20 @@ def _sweep_at(where: str, spec, entry: Mapping, table: str, scale: str) -> list[
     return [dict(zip(lists, point)) for point in itertools.product(*lists.values())]
 
 
+def default_scale(suite: str, definition: Mapping[str, Any]) -> str:
+    """The scale a suite runs at when none is given: its ``default_scale``, else ``DEFAULT_SCALE``.
+
+    Raises
+    ------
+    SuiteFileError
+        When ``default_scale`` is not one of ``SCALES``.
+    """
+    scale = definition.get("default_scale", DEFAULT_SCALE) if isinstance(definition, Mapping) else DEFAULT_SCALE
+    if scale not in SCALES:
+        raise SuiteFileError(f"{suite}.default_scale: expected one of {', '.join(SCALES)}, got {scale!r}")
+    return scale
+
+
 def _runs_at(where: str, entry: Mapping, scale: str) -> bool:
     """Whether a problem or solver entry runs at ``scale`` (its ``only_scales``)."""
     only = entry.get("only_scales")
@@ -265,11 +280,12 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
     if scale not in SCALES:
         raise UsageError(f"unknown scale {scale!r}; scales: {', '.join(SCALES)}")
     _check_keys(suite, definition, _TOP_KEYS, required=("problems", "solvers"))
+    default_scale(suite, definition)
     budget_values = _budget_at(f"{suite}.budget", definition.get("budget"), scale)
     suite_seeds = _seeds(suite, definition.get("seeds", [0]), scale)
     run_seeds = list(seeds) if seeds else suite_seeds
 
-    problem_rows = []
+    problem_rows, problem_labels = [], {}
     for i, entry in enumerate(definition["problems"]):
         where = f"{suite}.problems[{i}]"
         _check_keys(where, entry, _PROBLEM_KEYS, required=("family",))
@@ -285,9 +301,10 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
             except ValueError as exc:
                 raise SuiteFileError(f"{where}.settings{sweep_label('', point)}: {exc}") from exc
             problem_rows.append((entry.get("label", spec.name), spec, settings, point))
+        _claim_label(f"{suite}.problems", problem_labels, i, entry.get("label", spec.name), None)
     declared = {name for entry in definition["problems"] if isinstance(entry, Mapping)
                 for name in (entry.get("label"), entry.get("family")) if isinstance(name, str)}
-    solver_rows = []
+    solver_rows, solver_labels = [], {}
     for i, entry in enumerate(definition["solvers"]):
         where = f"{suite}.solvers[{i}]"
         _check_keys(where, entry, _SOLVER_KEYS, required=("solver",))
@@ -299,6 +316,7 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
         label = entry.get("label", spec.name)
         own = Budget(**{**budget_values, **_budget_at(f"{where}.budget", entry.get("budget"), scale)})
         targets = _solver_problems(where, entry, label, spec, problem_rows, declared)
+        _claim_label(f"{suite}.solvers", solver_labels, i, label, targets)
         solver_rows += [(label, spec, {**overrides, **point}, own, targets, point)
                         for point in _sweep_at(where, spec, entry, "params", scale)]
 
@@ -313,6 +331,24 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
         for slabel, sspec, overrides, solver_budget, targets, spoint in solver_rows
         if plabel in targets
     ]
+
+
+def _claim_label(where: str, claimed: dict, index: int, label: str, targets: set[str] | None) -> None:
+    """Record that entry ``index`` (of ``where``) has ``label``; refuse a label already taken.
+
+    A label names one leaderboard row (solvers) or block (problems), so two entries running at
+    this scale may not share one: their cells would be averaged together. Two solver entries
+    may share a label when they run on different problems (``targets``, their problem labels;
+    ``None`` for a problem entry).
+    """
+    table = where.rsplit(".", 1)[-1]
+    for other, other_targets in claimed.get(label, []):
+        shared = sorted(set(targets or ()) & set(other_targets or ()))
+        if shared or targets is None:
+            on = f" on problem {shared[0]!r}" if shared else ""
+            raise SuiteFileError(f"{where}[{index}]: label {label!r} is also the label of "
+                                 f"{table}[{other}]{on}; give each entry its own label")
+    claimed.setdefault(label, []).append((index, targets))
 
 
 def _solver_problems(where: str, entry: Mapping, label: str, spec, problem_rows: list,

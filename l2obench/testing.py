@@ -8,7 +8,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Mapping
 
-from l2obench.contracts import Budget, FitContext, Solution
+from l2obench.contracts import Budget, FitContext, Solution, check_estimate
+from l2obench.errors import InvalidEstimateError
 from l2obench.registry import Registry
 
 
@@ -39,9 +40,10 @@ def check_solver(registry: Registry, solver: str, family: str, settings: Mapping
     """Fit and solve on a small problem and check the solver contract.
 
     Checks that ``fit`` returns the solver, ``solve`` returns a finite
-    estimate with one row per instance, shaped so that the family's ``loss``
-    gives one value per instance, and sees no target, extras (if any)
-    hold one entry per instance, trajectories (if any) end at the estimate,
+    estimate that ``l2obench.contracts.check_estimate`` accepts (floating
+    point, one row per instance, shaped so that the family's ``loss`` gives
+    one value per instance, as the runner requires) and sees no target,
+    extras (if any) hold one entry per instance, trajectories (if any) end at the estimate,
     and the state survives a ``torch.save``/``torch.load(weights_only=True)``
     round trip (same estimate, same extras).
     """
@@ -59,9 +61,10 @@ def check_solver(registry: Registry, solver: str, family: str, settings: Mapping
     assert not set(observation) & set(test.target), "the observation must not hold the target"
     solution = model.solve(observation)
     assert isinstance(solution, Solution), "solve must return a Solution"
-    assert tuple(context.problem.loss(solution.estimate, test.target).shape) == (len(test),), \
-        "the family's loss of the estimate must give one value per instance (estimate shaped like the target)"
-    assert solution.estimate.shape[0] == len(test), "one estimate per instance"
+    try:
+        check_estimate(context.problem, solution.estimate, test)  # the rule the runner applies
+    except InvalidEstimateError as exc:
+        raise AssertionError(str(exc)) from None
     assert torch.isfinite(solution.estimate).all(), "estimate must be finite"
     for key, value in solution.extras.items():
         assert torch.is_tensor(value) and value.shape[0] == len(test), \

@@ -163,6 +163,9 @@ LISTA_STOP = SolverSpec(
         **_UNROLLED_TRAINING,
         **_SCHEDULE,
         "policy_hidden": Param(128, help="width of the policy MLP's two hidden layers", type=int, ge=1),
+        "policy_features": Param("vectors", help="policy input: vectors ([b, b - A x_t, x_t], the authors') or summary "
+                                                 "(scale-free norms of the iterates, O(n))",
+                                 type=str, choices=("vectors", "summary")),
         "policy_lr": Param(1e-3, help="Adam learning rate of stage II (the policy)", type=float, gt=0),
         "policy_steps": Param(None, help="stage II steps; null: the suite's training budget", type=int, ge=1,
                               nullable=True),

@@ -3,8 +3,12 @@
 Predictive model: the T-layer LISTA network ``x_t = soft(W1_t b + W2_t x_{t-1}, theta_t)``
 (thesis eq. 5.11, ``l2obench.unrolled.LISTANetwork``). Stopping policy:
 ``pi_t = pi_phi(b, x_t)``, the probability of stopping after layer ``t < T``
-(eq. 5.2), an MLP over ``[b, b - A x_t, x_t, e_t]`` with ``e_t`` a sinusoidal
-encoding of ``t``. Training follows section 5.4 with the stopping mathematics
+(eq. 5.2), an MLP over ``[b, b - A x_t, x_t, e_t]`` (the authors' policy,
+``policy_features = "vectors"``) or over scale-free summaries of the iterates
+(``"summary"``: the relative step ``||x_t - x_{t-1}|| / ||x_t||``, ``||x_t|| /
+||b||`` and the fraction of non-zeros, which cost O(n) an instance where the
+vectors cost a product with ``A`` and an MLP layer as wide as a LISTA layer),
+with ``e_t`` a sinusoidal encoding of ``t``. Training follows section 5.4 with the stopping mathematics
 of ``l2obench.stopping`` (per-layer losses are the family's ``loss``):
 
 - stage I fits the network against the oracle stop distribution ``q*`` (eq. 5.8-5.9),
@@ -60,17 +64,40 @@ def position_encoding(n_positions: int, dim: int) -> torch.Tensor:
     return encoding
 
 
-class StopPolicy(nn.Module):
-    """``pi_phi(b, x_t)``: an MLP from ``[b, b - A x_t, x_t, e_t]`` to the stop logit."""
+def summary_features(b: torch.Tensor, x: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """Scale-free summaries of iterate ``x_t`` (``(..., N, n)``) after ``previous = x_{t-1}``: the
+    log relative step ``||x_t - x_{t-1}||^2 / ||x_t||^2``, the log ratio ``||x_t||^2 / ||b||^2`` and
+    the fraction of non-zeros, ``(..., N, 3)``. Row-wise dot products and no product with ``A``:
+    a few percent of a LISTA layer's cost."""
+    tiny = torch.finfo(x.dtype).tiny
+    dot = torch.linalg.vecdot
+    size, before, cross = dot(x, x), dot(previous, previous), dot(x, previous)
+    step = (size + before - 2 * cross).clamp_min(0)  # ||x_t - x_{t-1}||^2
+    nonzero = x.sign().abs().sum(-1) / x.shape[-1]
+    return torch.stack([torch.log((step + tiny) / (size + tiny)), torch.log((size + tiny) / (dot(b, b) + tiny)),
+                        nonzero], dim=-1)
 
-    def __init__(self, m: int, n: int, n_layers: int, hidden: int, position_dim: int):
+
+class StopPolicy(nn.Module):
+    """``pi_phi(b, x_t)``: an MLP to the stop logit from ``[b, b - A x_t, x_t, e_t]`` (``vectors``, the
+    authors' policy) or from ``[summary_features(b, x_t, x_{t-1}), e_t]`` (``summary``)."""
+
+    FEATURES = ("vectors", "summary")
+
+    def __init__(self, m: int, n: int, n_layers: int, hidden: int, position_dim: int, features: str = "vectors"):
         super().__init__()
+        if features not in self.FEATURES:
+            raise ValueError(f"policy features must be one of {', '.join(self.FEATURES)}, got {features!r}")
+        self.features = features
         self.register_buffer("encoding", position_encoding(n_layers, position_dim))
-        self.mlp = nn.Sequential(nn.Linear(2 * m + n + position_dim, hidden), nn.ReLU(),
+        width = (2 * m + n if features == "vectors" else 3) + position_dim
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(),
                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-    def forward(self, A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """Stop logits for iterates ``x`` (``(..., N, n)``) after layers ``t`` (0-based).
+    def forward(self, A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, t: torch.Tensor | int,
+                previous: torch.Tensor) -> torch.Tensor:
+        """Stop logits for iterates ``x`` (``(..., N, n)``) after layers ``t`` (0-based), ``previous``
+        the iterates before them (zeros before layer 0).
 
         ``t`` is an int, or a tensor of layer indices broadcastable to ``x``'s
         leading dimensions with a trailing 1 (``(T-1, 1)`` for all layers at once
@@ -79,17 +106,20 @@ class StopPolicy(nn.Module):
         code = self.encoding[t]
         code = code.expand(*x.shape[:-1], code.shape[-1])
         b = b.expand(*x.shape[:-1], b.shape[-1])
-        features = torch.cat([b, b - x @ A.T, x, code], dim=-1)
+        if self.features == "vectors":
+            features = torch.cat([b, b - x @ A.T, x, code], dim=-1)
+        else:
+            features = torch.cat([summary_features(b, x, previous), code], dim=-1)
         return self.mlp(features).squeeze(-1)
 
 
 class LISTAStopModel(nn.Module):
     """The predictive model (``lista``) and the stopping policy (``policy``) of LISTA-stop."""
 
-    def __init__(self, m: int, n: int, n_layers: int, hidden: int, position_dim: int):
+    def __init__(self, m: int, n: int, n_layers: int, hidden: int, position_dim: int, features: str = "vectors"):
         super().__init__()
         self.lista = LISTANetwork(m, n, n_layers)
-        self.policy = StopPolicy(m, n, n_layers, hidden, position_dim)
+        self.policy = StopPolicy(m, n, n_layers, hidden, position_dim, features)
 
     def layer_parameters(self, t: int) -> list[nn.Parameter]:
         """Layer ``t``'s parameters of the predictive model (its progressive training)."""
@@ -100,7 +130,7 @@ class LISTAStop(LearnedSolver):
     """LISTA with a learned stopping policy (``lasso`` family).
 
     Hyper-parameters (see ``l2obench list``): ``n_layers``, ``beta``,
-    ``layer_cost``, ``warm_start``, ``schedule``, ``gamma``, ``lr``, ``lam_init``,
+    ``layer_cost``, ``policy_features``, ``warm_start``, ``schedule``, ``gamma``, ``lr``, ``lam_init``,
     ``fresh_samples``, ``policy_hidden``, ``policy_lr``, ``policy_steps``,
     ``hard_oracle``, ``finetune_steps``, ``stop_rule``, ``sample_seed``.
     Fitted state: ``network_`` (a ``LISTAStopModel``).
@@ -113,7 +143,8 @@ class LISTAStop(LearnedSolver):
         return {"m": int(m), "n": int(n)}
 
     def make_network(self, config) -> LISTAStopModel:
-        return LISTAStopModel(config["m"], config["n"], self.n_layers, self.policy_hidden, self.POSITION_DIM)
+        return LISTAStopModel(config["m"], config["n"], self.n_layers, self.policy_hidden, self.POSITION_DIM,
+                              self.policy_features)
 
     def init_network(self, network: LISTAStopModel, context: FitContext) -> None:
         network.lista.set_ista(shared_design(context, "LISTA-stop"), self.lam_init)
@@ -179,8 +210,9 @@ class LISTAStop(LearnedSolver):
         """Stop logits ``(N, T-1)`` after every layer but the last, in one MLP call."""
         b = observation["b"]
         states = torch.stack(outputs[:-1])  # (T-1, N, n)
+        previous = torch.cat([torch.zeros_like(states[:1]), states[:-1]])
         layers = torch.arange(len(outputs) - 1, device=b.device).unsqueeze(-1)  # (T-1, 1)
-        return self.network_.policy(observation["A"], b.unsqueeze(0), states, layers).T
+        return self.network_.policy(observation["A"], b.unsqueeze(0), states, layers, previous).T
 
     def _uniforms(self, N: int, rule: str, device) -> torch.Tensor | None:
         """Per-instance uniforms of the ``sample`` rule, drawn up front so that the
@@ -213,10 +245,11 @@ class LISTAStop(LearnedSolver):
         active = torch.arange(N, device=b.device)
         x = None
         for t in range(T):
+            previous = b.new_zeros(b.shape[0], A.shape[1]) if x is None else x
             x = lista.layer(t, b, x)
             if t == T - 1 or rule == "never":
                 continue
-            stop = self._stops(policy(A, b, x, t), uniforms, t)
+            stop = self._stops(policy(A, b, x, t, previous), uniforms, t)
             if stop.any():
                 rows = torch.nonzero(stop).flatten()
                 where = active.index_select(0, rows)

@@ -29,13 +29,16 @@ NMSE = Metric("nmse", "lower", "", "sum ||x - x*||^2 / sum ||x*||^2 over the spl
 
 
 def nmse(estimate: torch.Tensor, target: torch.Tensor) -> float:
-    """Normalized mean squared error over a set of instances (linear)."""
+    """Normalized mean squared error over a set of instances (linear); NaN (undefined) when every target is zero."""
     err = ((estimate - target) ** 2).sum().double()
     ref = (target**2).sum().double()
     return float(err / ref) if ref > 0 else math.nan
 
 
 def to_db(value: float) -> float:
+    """``value`` in decibels; NaN (undefined) stays NaN, 0 (exact) is -inf."""
+    if math.isnan(value):
+        return math.nan
     return 10.0 * math.log10(value) if value > 0 else -math.inf
 
 

@@ -48,9 +48,20 @@ FAULTY_PLUGIN = textwrap.dedent('''
             b = observation["b"]
             return Solution(b.new_zeros((b.shape[0], observation["A"].shape[-1])))
 
+    class Misshapen(Solver):
+        """The least-squares solution shaped (N, 1, n): it would broadcast against x* (N, n)."""
+        def solve(self, observation, trajectory=False):
+            b, A = observation["b"], observation["A"]
+            return Solution((b @ A.pinverse().T).unsqueeze(1))
+
+    class Quitting(Solver):
+        def fit(self, context):
+            raise SystemExit(0)
+
     @l2obench.hookimpl
     def l2obench_register_solvers(register):
-        for name, cls in (("exploding", Exploding), ("nans", NaNs), ("interrupting", Interrupting)):
+        for name, cls in (("exploding", Exploding), ("nans", NaNs), ("interrupting", Interrupting),
+                          ("misshapen", Misshapen), ("quitting", Quitting)):
             register(l2obench.SolverSpec(name=name, factory=cls, families=("lasso",)))
 ''')
 
@@ -226,3 +237,55 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, faulty):
     assert second.returncode == 0, second.stdout + second.stderr
     assert "(on disk, skipped)" in second.stdout and "2 ok" in second.stdout
     assert done[0].stat().st_mtime_ns == mtime and len(list((results / "cells").glob("*.parquet"))) == 2
+
+
+def test_misshapen_estimate_and_system_exit_are_failed_cells_and_the_run_goes_on(cli, tmp_path, faulty):
+    suite = _suite(tmp_path, ["misshapen", "quitting", "nans"])
+    results = tmp_path / "run"
+    code, out, err = cli("run", "--suite", str(suite), "--plugin", str(faulty), "--results", str(results),
+                         "--no-progress")
+    assert code == 1, out + err
+    assert "1 ok, 1 diverged, 2 failed" in out and "cells not ok:" in err and "Traceback" not in out + err
+    df = read_results([results])
+    status = df.groupby("solver")["status"].first().to_dict()
+    assert status == {"FISTA (T=10)": "ok", "misshapen": "failed", "quitting": "failed", "nans": "diverged"}
+    message = df.loc[df["solver"] == "misshapen", "message"].item()
+    assert "estimate of shape (24, 1, 20)" in message and "one value per instance (24,)" in message
+    assert "SystemExit" in df.loc[df["solver"] == "quitting", "message"].item()
+
+
+def test_undefined_metric_is_null_and_shown_as_undefined_never_best(cli, tmp_path):
+    body = json.loads(json.dumps(TINY_SUITE))
+    body["problems"][0]["settings"]["p"] = 1e-9  # every x* is zero: NMSE is 0/0
+    path = tmp_path / "zero.json"
+    path.write_text(json.dumps(body))
+    results = tmp_path / "run"
+    code, out, err = cli("run", "--suite", str(path), "--results", str(results), "--no-progress")
+    assert code == 0, out + err
+    df = read_results([results])
+    nmse = df[(df["metric"].isin(["nmse", "nmse_db"])) & df["iteration"].isna()]
+    assert len(nmse) and nmse["value"].isna().all() and nmse["message"].str.contains("undefined").all()
+    code, out, _ = cli("leaderboard", str(results))
+    assert code == 0 and "undefined" in out and "inf" not in out and "*" not in out.split("mean ±")[0]
+
+
+def test_a_suite_runs_at_its_default_scale_unless_scale_is_given(cli, tmp_path):
+    body = json.loads(json.dumps(TINY_SUITE))
+    body["default_scale"] = "smoke"
+    body["problems"][0]["scales"] = {"smoke": {"m": 8}}
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(body))
+    for args, scale, m in (([], "smoke", 8), (["--scale", "small"], "small", 10)):
+        results = tmp_path / f"run-{scale}"
+        code, out, err = cli("run", "--suite", str(path), *args, "--results", str(results), "--no-progress")
+        assert code == 0 and f"scale {scale}," in out, out + err
+        df = read_results([results])
+        assert set(df["scale"]) == {scale} and {json.loads(s)["m"] for s in df["setting"]} == {m}
+
+
+def test_the_builtin_smoke_suite_defaults_to_the_smoke_scale():
+    from l2obench.suites import default_scale
+
+    registry = Registry()
+    assert default_scale("smoke", registry.suites["smoke"].spec.definition) == "smoke"
+    assert default_scale("sparse", registry.suites["sparse"].spec.definition) == "small"

@@ -45,3 +45,21 @@ def test_solver_contract(solver, family):
     params = {key: cell.params[key] for key in cell.fixed_params} if cell else {}
     solution = check_solver(REGISTRY, solver, family, settings, params=params, budget=TINY_BUDGET)
     assert solution.estimate.shape[0] == settings["n_test"]
+
+
+def test_check_estimate_refuses_what_would_broadcast_or_is_not_a_float():
+    from l2obench.contracts import check_estimate
+    from l2obench.errors import InvalidEstimateError
+    from l2obench.testing import smoke_context
+
+    context, test = smoke_context(REGISTRY, "lasso", {"m": 10, "n": 20, "n_test": 8})
+    x = test.target["x"]
+    check_estimate(context.problem, x.clone(), test)
+    one = test.subset(slice(0, 1))
+    for bad, instances, match in (
+            (x.unsqueeze(1), test, r"shape \(8, 1, 20\).*not one value per instance \(8,\)"),
+            (x.unsqueeze(1)[:1], one, r"loss has shape \(1, 1\)"),  # no broadcast with one instance either
+            (x[:1], test, "one row per instance"), (x[:, :5], test, "does not match"),
+            (x.long(), test, "floating-point")):
+        with pytest.raises(InvalidEstimateError, match=match):
+            check_estimate(context.problem, bad, instances)

@@ -10,12 +10,12 @@ from l2obench.registry import Registry
 from l2obench.stopping import (layer_losses, log_stop_distribution, oracle, stage1_loss, stage2_loss,
                                stage3_loss, with_depth_prior)
 from l2obench.testing import check_solver, smoke_context
-from l2obench_plugins.lista_stop import LISTAStop, LISTAStopModel, position_encoding
+from l2obench_plugins.lista_stop import LISTAStop, LISTAStopModel, position_encoding, summary_features
 
 REGISTRY = Registry()
 TINY = {"m": 20, "n": 40, "n_train": 256, "n_val": 64, "n_test": 64}
 BUDGET = Budget(steps=60, batch_size=32, eval_every=20, patience=3)
-PARAMS = dict(n_layers=6, beta=0.02, layer_cost=0.0, warm_start=True, schedule="joint", gamma=0.9, lr=1e-3, lam_init=0.1,
+PARAMS = dict(n_layers=6, beta=0.02, layer_cost=0.0, policy_features="vectors", warm_start=True, schedule="joint", gamma=0.9, lr=1e-3, lam_init=0.1,
               fresh_samples=True, policy_hidden=16, policy_lr=1e-2, policy_steps=60, hard_oracle=True,
               finetune_steps=0, stop_rule="threshold", sample_seed=0)
 
@@ -99,16 +99,29 @@ def test_layer_losses_are_the_family_loss_over_that_of_zero():
     assert torch.allclose(losses[:, 2], 0.25 * losses[:, 0])
 
 
+def test_summary_features_are_the_relative_step_size_and_sparsity():
+    generator = torch.Generator().manual_seed(0)
+    b, x, previous = (torch.randn(7, k, generator=generator) for k in (30, 40, 40))
+    x[x.abs() < 0.5] = 0
+    expected = torch.stack([torch.log((x - previous).pow(2).sum(-1) / x.pow(2).sum(-1)),
+                            torch.log(x.pow(2).sum(-1) / b.pow(2).sum(-1)), (x != 0).float().mean(-1)], dim=-1)
+    assert torch.allclose(summary_features(b, x, previous), expected, atol=1e-5)
+    stacked = summary_features(b.expand(3, 7, 30), x.expand(3, 7, 40), previous.expand(3, 7, 40))  # all layers at once
+    assert stacked.shape == (3, 7, 3) and torch.allclose(stacked[2], expected, atol=1e-5)
+    # Scale-free: the same iterates for a problem scaled by 10 give the same features.
+    assert torch.allclose(summary_features(10 * b, 10 * x, 10 * previous), expected, atol=1e-4)
+
+
 def test_position_encoding_distinguishes_layers():
     code = position_encoding(20, 8)
     assert code.shape == (20, 8)
     assert torch.cdist(code, code).add(torch.eye(20)).min() > 1e-3
 
 
-@pytest.fixture(scope="module")
-def fitted():
+@pytest.fixture(scope="module", params=["vectors", "summary"])
+def fitted(request):
     context, test = smoke_context(REGISTRY, "lasso", TINY, budget=BUDGET)
-    return LISTAStop(**PARAMS).fit(context), context, test
+    return LISTAStop(**{**PARAMS, "policy_features": request.param}).fit(context), context, test
 
 
 def test_training_runs_every_stage_and_validates_on_the_family_loss(fitted):
@@ -211,15 +224,17 @@ def test_lista_stop_saves_layers_and_round_trips(fitted):
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
-    clone = LISTAStop(**PARAMS).load_state_dict(torch.load(buffer, weights_only=True))
+    clone = LISTAStop(**{**PARAMS, "policy_features": model.policy_features}).load_state_dict(
+        torch.load(buffer, weights_only=True))
     assert torch.equal(clone.solve(obs).iterations, model.solve(obs).iterations)
     assert torch.allclose(clone.solve(obs).estimate, model.solve(obs).estimate, atol=1e-6)
     assert model.full_depth().solve(obs).iterations.eq(model.n_layers).all()
 
 
-def test_registered_lista_stop_meets_the_solver_contract():
-    check_solver(REGISTRY, "lista_stop", "lasso", TINY, params={"n_layers": 5, "policy_hidden": 16},
-                 budget=BUDGET)
+@pytest.mark.parametrize("features", ["vectors", "summary"])
+def test_registered_lista_stop_meets_the_solver_contract(features):
+    check_solver(REGISTRY, "lista_stop", "lasso", TINY,
+                 params={"n_layers": 5, "policy_hidden": 16, "policy_features": features}, budget=BUDGET)
 
 
 def test_unknown_stop_rule_is_a_clear_error():

@@ -69,6 +69,7 @@ def _write(tmp_path, body, suffix=".json"):
     ({"problems": [], "solvers": [], "budget": {"stepz": 3}}, "budget: unknown key 'stepz'"),
     ({"problems": [], "solvers": [], "seeds": {"huge": [1]}}, "unknown scale 'huge'"),
     ({"solvers": []}, "missing key 'problems'"),
+    ({"problems": [], "solvers": [], "default_scale": "huge"}, r"default_scale: expected one of smoke, small, paper"),
     ({"problems": [{"family": "lasso", "only_scales": ["tiny"]}], "solvers": []}, r"problems\[0\].only_scales"),
     ({"problems": [{"family": "lasso", "settings": {"p": 1.5}}], "solvers": []},
      r"problems\[0\].settings.p: must be a number in \(0, 1\], got 1.5"),
@@ -194,3 +195,40 @@ def test_l2s_suite_plans_the_table_5_2_rows_with_long_training_at_the_thesis_siz
     assert {(c.settings["m"], c.settings["n"], c.settings["n_test"]) for c in cells} == {(250, 500, 3000)}
     learned = [c for c in cells if c.learned]
     assert {c.budget.steps for c in learned} == {9000} and {c.params["lr_decays"] == [0.2, 0.02] for c in learned} == {True}
+
+
+@pytest.mark.parametrize("body, match", [
+    ({"problems": [{"family": "lasso"}],
+      "solvers": [{"solver": "fista", "label": "FISTA"}, {"solver": "ista", "label": "FISTA"}]},
+     r"solvers\[1\]: label 'FISTA' is also the label of solvers\[0\] on problem 'lasso'"),
+    ({"problems": [{"family": "lasso", "label": "cs"},
+                   {"family": "lasso", "label": "cs", "settings": {"m": 30}}], "solvers": []},
+     r"problems\[1\]: label 'cs' is also the label of problems\[0\]"),
+    # Sweeps do not tell entries apart: the label is the entry's.
+    ({"problems": [{"family": "lasso"}],
+      "solvers": [{"solver": "fista", "sweep": {"max_iter": [5, 10]}},
+                  {"solver": "fista", "sweep": {"max_iter": [20]}}]},
+     r"solvers\[1\]: label 'fista' is also the label of solvers\[0\]"),
+])
+def test_two_entries_with_one_label_are_refused_naming_both(tmp_path, body, match):
+    path = _write(tmp_path, body)
+    with pytest.raises(SuiteFileError, match=match) as info:
+        plan(REGISTRY, str(path), load_suite_file(path), scale="smoke")
+    assert str(path) in str(info.value) and info.value.exit_code == 2
+
+
+def test_one_label_on_different_problems_or_scales_is_allowed(tmp_path):
+    body = {"problems": [{"family": "lasso", "label": "a"}, {"family": "lasso", "label": "b"},
+                         {"family": "lasso", "label": "c", "only_scales": ["paper"]},
+                         {"family": "lasso", "label": "c", "only_scales": ["smoke"]}],
+            "solvers": [{"solver": "fista", "label": "F", "problems": ["a"]},
+                        {"solver": "fista", "label": "F", "problems": ["b", "c"]}]}
+    path = _write(tmp_path, body)
+    cells = plan(REGISTRY, str(path), load_suite_file(path), scale="smoke")
+    assert sorted((c.problem_label, c.solver_label) for c in cells) == [("a", "F"), ("b", "F"), ("c", "F")]
+
+
+@pytest.mark.parametrize("scale", ["smoke", "small", "paper"])
+def test_every_builtin_suite_plans_with_unique_labels(scale):
+    for name, suite in REGISTRY.suites.items():
+        assert plan(REGISTRY, name, suite.spec.definition, scale=scale)

@@ -193,8 +193,8 @@ SPARSE = {
 # l2s-kappa5 (3000 test instances, stage I 9000 steps, 2026-12-01, one-off runs): with the uniform
 # prior the trained network's last layer is the best on 78-85% of instances and the policy runs
 # all 20 layers (-21.49 dB, beta 0.02; -20.70 with the authors' temperature, beta 0.0056); the
-# authors' policy on [b, b - A x_t, x_t] still ran all 20 layers with the prior (its input alone
-# cost 30% of a LISTA layer, against 7% for the summaries); with the summaries and layer_cost
+# authors' policy on [b, b - A x_t, x_t] still ran all 20 layers with the prior, and made the
+# solve 78% slower than the network alone (7% for the summaries); with the summaries and layer_cost
 # 5e-4 / 7e-4 / 1e-3 (stage II on one stage-I network) the threshold rule stopped at 19.0 / 17.8
 # / 16.6 layers on average at -21.39 / -21.10 / -20.72 dB (full depth -21.54, FISTA T=100 -20.71).
 _L2S_STOP = {"layer_cost": 7e-4, "policy_features": "summary", "policy_hidden": 32}

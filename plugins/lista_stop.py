@@ -168,11 +168,13 @@ class LISTAStop(LearnedSolver):
             return split_mean(context.val, lambda part: torch.stack(
                 [problem.loss(x, part.target) for x in self.forward(part.observation())]).amin(0))
 
+        # The loss of the zero estimate on the validation split: the unit of the penalised rule's loss.
+        zero = split_mean(context.val, lambda part: problem.loss(
+            part.observation()["b"].new_zeros(len(part), self.config_["n"]), part.target)) if self.layer_cost else None
+
         def threshold_rule_loss() -> float:  # model selection with the deterministic rule
             if not self.layer_cost:
                 return mean_loss(problem, lambda obs: self._solve(obs, False, "threshold").estimate, context.val)
-            zero = split_mean(context.val, lambda part: problem.loss(
-                part.observation()["b"].new_zeros(len(part), self.config_["n"]), part.target))
 
             def penalised(part) -> torch.Tensor:  # l + c t of the stop the rule takes, l in units of the zero loss
                 stopped = self._solve(part.observation(), False, "threshold")

@@ -173,6 +173,9 @@ LISTA_STOP = SolverSpec(
                              type=bool),
         "finetune_steps": Param(0, help="stage III: steps of joint fine-tuning on eq. 5.6 (Table 5.3); 0: none",
                                 type=int, ge=0),
+        "support_mass": Param(1e-3, help="after training, the policy runs (and may stop) only after layers where its "
+                                         "stop distribution q_phi, averaged over validation, holds at least this; "
+                                         "0: after every layer", type=float, ge=0, lt=1),
         "stop_rule": Param("threshold", help="test-time stopping: threshold (pi_t > 0.5), sample (Bernoulli), never",
                            type=str, choices=("threshold", "sample", "never")),
         "sample_seed": Param(0, help="seed of the sample rule's draws", type=int, ge=0),

@@ -29,7 +29,13 @@ the mean ``||x*||^2``, by more than ``layer_cost``
 (``l2obench.stopping.with_depth_prior``); model selection in stage II then
 scores the rule by the same penalised loss.
 
-At test time the policy decides sequentially after each layer, by the rule
+After training, the policy is kept only after the layers where its stop
+distribution ``q_phi``, averaged over the validation split, holds at least
+``support_mass`` (the authors' code likewise restricts stopping to the layers
+where the posterior has mass): elsewhere it would almost never stop, and not
+running it there is most of what makes stopping cheaper than running on.
+
+At test time the policy decides sequentially after each of those layers, by the rule
 ``stop_rule``: ``threshold`` stops when ``pi_t > 0.5`` (deterministic),
 ``sample`` draws the decision from ``Bernoulli(pi_t)`` with a seeded generator,
 ``never`` runs all T layers (the stage-I network alone). Instances that stop
@@ -44,7 +50,7 @@ import torch
 from torch import nn
 
 from l2obench.contracts import FitContext, Solution
-from l2obench.learned import LearnedSolver, mean_loss, split_mean
+from l2obench.learned import VALIDATION_CHUNK, LearnedSolver, mean_loss, split_mean
 from l2obench.stopping import (layer_losses, log_stop_distribution, stage1_loss, stage2_loss, stage3_loss,
                                with_depth_prior)
 from l2obench.training import decayed_stages, train, train_stages
@@ -114,12 +120,14 @@ class StopPolicy(nn.Module):
 
 
 class LISTAStopModel(nn.Module):
-    """The predictive model (``lista``) and the stopping policy (``policy``) of LISTA-stop."""
+    """The predictive model (``lista``), the stopping policy (``policy``) and the layers after
+    which the policy may stop (``stop_layers``, ``(T-1,)`` booleans) of LISTA-stop."""
 
     def __init__(self, m: int, n: int, n_layers: int, hidden: int, position_dim: int, features: str = "vectors"):
         super().__init__()
         self.lista = LISTANetwork(m, n, n_layers)
         self.policy = StopPolicy(m, n, n_layers, hidden, position_dim, features)
+        self.register_buffer("stop_layers", torch.ones(n_layers - 1, dtype=torch.bool))
 
     def layer_parameters(self, t: int) -> list[nn.Parameter]:
         """Layer ``t``'s parameters of the predictive model (its progressive training)."""
@@ -131,7 +139,7 @@ class LISTAStop(LearnedSolver):
 
     Hyper-parameters (see ``l2obench list``): ``n_layers``, ``beta``,
     ``layer_cost``, ``policy_features``, ``warm_start``, ``schedule``, ``gamma``, ``lr``, ``lam_init``,
-    ``fresh_samples``, ``policy_hidden``, ``policy_lr``, ``policy_steps``,
+    ``fresh_samples``, ``policy_hidden``, ``policy_lr``, ``policy_steps``, ``support_mass``,
     ``hard_oracle``, ``finetune_steps``, ``stop_rule``, ``sample_seed``.
     Fitted state: ``network_`` (a ``LISTAStopModel``).
     """
@@ -206,7 +214,21 @@ class LISTAStop(LearnedSolver):
             history["stage3"] = train(self.network_, joint_loss, threshold_rule_loss, context,
                                       lr=FINETUNE_LR_FACTOR * self.lr, fresh_samples=self.fresh_samples,
                                       desc="LISTA-stop stage III (joint)", steps=self.finetune_steps)
+        mass = self.stop_mass(context.val)
+        self.network_.stop_layers.copy_(mass[:-1] >= self.support_mass)
+        history["stop_support"] = {"q_phi_mean": mass.tolist(),
+                                   "stop_layers": (torch.nonzero(self.network_.stop_layers).flatten() + 1).tolist()}
         return history
+
+    def stop_mass(self, instances) -> torch.Tensor:
+        """``q_phi(t)`` averaged over ``instances``, ``(T,)``, every layer allowed to stop."""
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, len(instances), VALIDATION_CHUNK):
+                observation = instances.subset(slice(start, start + VALIDATION_CHUNK)).observation()
+                logits = self._all_logits(observation, self.forward(observation))
+                total = total + log_stop_distribution(logits).exp().double().sum(0)
+        return (total / max(len(instances), 1)).float()
 
     def _all_logits(self, observation, outputs: list[torch.Tensor]) -> torch.Tensor:
         """Stop logits ``(N, T-1)`` after every layer but the last, in one MLP call."""
@@ -246,11 +268,14 @@ class LISTAStop(LearnedSolver):
         stop_time = torch.full((N,), T, dtype=torch.long, device=b.device)
         active = torch.arange(N, device=b.device)
         x = None
+        may_stop = self.network_.stop_layers.tolist()
         for t in range(T):
-            previous = b.new_zeros(b.shape[0], A.shape[1]) if x is None else x
+            previous = x
             x = lista.layer(t, b, x)
-            if t == T - 1 or rule == "never":
+            if t == T - 1 or rule == "never" or not may_stop[t]:
                 continue
+            if previous is None:
+                previous = torch.zeros_like(x)
             stop = self._stops(policy(A, b, x, t, previous), uniforms, t)
             if stop.any():
                 rows = torch.nonzero(stop).flatten()
@@ -273,7 +298,7 @@ class LISTAStop(LearnedSolver):
         b = observation["b"]
         N, T = b.shape[0], self.n_layers
         outputs = self.forward(observation)
-        logits = self._all_logits(observation, outputs)
+        logits = self._all_logits(observation, outputs).masked_fill(~self.network_.stop_layers, -math.inf)
         distribution = log_stop_distribution(logits).exp()
         if rule == "never":
             stop_time = torch.full((N,), T, dtype=torch.long, device=b.device)

@@ -200,7 +200,7 @@ def test_lista_stop_stage_three_runs_and_leaves_a_finite_model():
     context, test = smoke_context(REGISTRY, "lasso", TINY, budget=budget)
     model = REGISTRY.solver("lista_stop").build("lasso", **params, finetune_steps=15).fit(context)
     history = context.log["training"]
-    assert list(history) == ["stage1", "stage2", "stage3"]
+    assert list(history) == ["stage1", "stage2", "stage3", "stop_support"]
     stage3 = history["stage3"]
     assert stage3[0]["step"] == 0 and 0 < stage3[-1]["step"] <= 15
     assert all(math.isfinite(h["val_metric"]) and math.isfinite(h["train_loss"]) for h in stage3[1:])
@@ -214,7 +214,7 @@ def test_lista_stop_stage_three_runs_and_leaves_a_finite_model():
     # Stages I and II are those of the same fit without stage III (same seed, same draws).
     context_again, _ = smoke_context(REGISTRY, "lasso", TINY, budget=budget)
     without = REGISTRY.solver("lista_stop").build("lasso", **params, finetune_steps=0).fit(context_again)
-    assert list(context_again.log["training"]) == ["stage1", "stage2"]
+    assert list(context_again.log["training"]) == ["stage1", "stage2", "stop_support"]
     for stage in ("stage1", "stage2"):
         assert [h["val_metric"] for h in context_again.log["training"][stage]] == \
             [h["val_metric"] for h in history[stage]]

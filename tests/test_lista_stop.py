@@ -17,7 +17,7 @@ TINY = {"m": 20, "n": 40, "n_train": 256, "n_val": 64, "n_test": 64}
 BUDGET = Budget(steps=60, batch_size=32, eval_every=20, patience=3)
 PARAMS = dict(n_layers=6, beta=0.02, layer_cost=0.0, policy_features="vectors", warm_start=True, schedule="joint", gamma=0.9, lr=1e-3, lam_init=0.1,
               fresh_samples=True, policy_hidden=16, policy_lr=1e-2, policy_steps=60, hard_oracle=True,
-              finetune_steps=0, stop_rule="threshold", sample_seed=0)
+              finetune_steps=0, support_mass=1e-3, stop_rule="threshold", sample_seed=0)
 
 
 def test_stop_distribution_is_eq_5_3():
@@ -127,8 +127,8 @@ def fitted(request):
 def test_training_runs_every_stage_and_validates_on_the_family_loss(fitted):
     model, context, _ = fitted
     history = context.log["training"]
-    assert list(history) == ["warm_start", "stage1", "stage2"]  # finetune_steps = 0: no stage III
-    assert all(entries[0]["step"] == 0 for entries in history.values())
+    assert list(history) == ["warm_start", "stage1", "stage2", "stop_support"]  # finetune_steps = 0: no stage III
+    assert all(history[stage][0]["step"] == 0 for stage in ("warm_start", "stage1", "stage2"))
     # Stage II validates the threshold rule's mean loss: its best entry is the fitted model's.
     rule = mean_loss(context.problem, lambda obs: model.solve(obs).estimate, context.val)
     assert min(h["val_metric"] for h in history["stage2"]) == pytest.approx(rule, rel=1e-5)
@@ -146,7 +146,7 @@ def test_a_depth_prior_stops_earlier_and_selects_on_the_penalised_loss():
     context, test = smoke_context(REGISTRY, "lasso", TINY, budget=BUDGET)
     cost, steps = 0.1, {"warm_start": False, "policy_steps": 200}
     model = LISTAStop(**{**PARAMS, **steps, "layer_cost": cost}).fit(context)
-    assert list(context.log["training"]) == ["stage1", "stage2"]
+    assert list(context.log["training"]) == ["stage1", "stage2", "stop_support"]
     obs, target = context.val.observation(), context.val.target
     stopped = model.solve(obs)
     zero = context.problem.loss(torch.zeros_like(stopped.estimate), target).mean()
@@ -179,9 +179,35 @@ def test_threshold_rule_stops_where_the_policy_says(fitted):
     obs = test.observation()
     layers = model.network_.lista(obs["b"])
     pi = torch.sigmoid(model._all_logits(obs, layers))
-    stop = torch.cat([pi > 0.5, torch.ones(len(test), 1, dtype=torch.bool)], dim=-1)
+    stop = torch.cat([(pi > 0.5) & model.network_.stop_layers, torch.ones(len(test), 1, dtype=torch.bool)], dim=-1)
     expected = stop.int().argmax(-1) + 1
     assert torch.equal(model.solve(obs).iterations, expected)
+
+
+def test_policy_runs_only_after_layers_where_validation_q_phi_has_mass(fitted):
+    model, context, test = fitted
+    mass = model.stop_mass(context.val)
+    assert float(mass.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert torch.equal(model.network_.stop_layers, mass[:-1] >= model.support_mass)
+    support = context.log["training"]["stop_support"]
+    assert support["stop_layers"] == (torch.nonzero(model.network_.stop_layers).flatten() + 1).tolist()
+    assert support["q_phi_mean"] == pytest.approx(mass.tolist())
+
+    obs, calls = test.observation(), []
+    saved = model.network_.stop_layers.clone()
+    hook = model.network_.policy.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        model.network_.stop_layers.fill_(False)
+        model.network_.stop_layers[2] = True  # the policy may stop after layer 3 only
+        fast, full = model.solve(obs), model.solve(obs, trajectory=True)
+    finally:
+        hook.remove()
+        model.network_.stop_layers.copy_(saved)
+    assert len(calls) == 2  # once in the early-exit pass, once (all layers at once) in the full-depth pass
+    assert set(fast.iterations.tolist()) <= {3, model.n_layers}
+    assert torch.equal(fast.iterations, full.iterations)
+    q = full.stop_distribution
+    assert torch.all(q[:, [t for t in range(model.n_layers - 1) if t != 2]] == 0)
 
 
 def test_policy_imitates_a_predictable_oracle():

@@ -1,6 +1,6 @@
 """The training loop shared by every learned solver.
 
-Adam on the solver's network, one batch per step (fresh instances from the
+Adam (or SGD) on the solver's network, one batch per step (fresh instances from the
 training distribution, or mini-batches of the training split), validation
 every ``eval_every`` steps (and once before training, so a network never ends
 worse on validation than its initialisation), early stopping after
@@ -39,10 +39,14 @@ def training_batches(context: FitContext, fresh: bool) -> Iterator[Instances]:
             yield context.train.subset(order[start:start + size])
 
 
+# The optimizers ``train`` offers, by name.
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
 def train(module: torch.nn.Module, loss_fn: Callable[[Instances], torch.Tensor], validate: Callable[[], float],
           context: FitContext, lr: float, fresh_samples: bool = True, desc: str = "training",
           parameters: Sequence[torch.nn.Parameter] | None = None, steps: int | None = None,
-          seconds: float | None = None) -> list[dict]:
+          seconds: float | None = None, optimizer: str = "adam") -> list[dict]:
     """Train ``module`` in place and restore its best validation state.
 
     Parameters
@@ -56,7 +60,7 @@ def train(module: torch.nn.Module, loss_fn: Callable[[Instances], torch.Tensor],
     context : FitContext
         Budget, seed, data and progress bar factory.
     lr : float
-        Adam learning rate.
+        Learning rate.
     fresh_samples : bool
         Draw fresh training instances each step (see ``training_batches``).
     desc : str
@@ -68,6 +72,8 @@ def train(module: torch.nn.Module, loss_fn: Callable[[Instances], torch.Tensor],
         Maximum steps (default: ``context.budget.steps``).
     seconds : float, optional
         Wall-clock cap (default: ``context.budget.max_seconds``).
+    optimizer : {"adam", "sgd"}
+        Adam (default), or plain stochastic gradient descent.
 
     Returns
     -------
@@ -85,7 +91,7 @@ def train(module: torch.nn.Module, loss_fn: Callable[[Instances], torch.Tensor],
     limit = budget.max_seconds if seconds is None else seconds
     trained = list(module.parameters()) if parameters is None else list(parameters)
     frozen = _freeze_all_but(module, trained)
-    optimizer = torch.optim.Adam(trained, lr=lr)
+    optimizer = OPTIMIZERS[optimizer](trained, lr=lr)
     batches = training_batches(context, fresh_samples)
     bar = context.progress(total=total, desc=desc) if context.progress else None
     start = time.perf_counter()

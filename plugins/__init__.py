@@ -404,6 +404,9 @@ _LAYER = {
     "lr": Param([1e-2, 1e-3], help="Adam learning rate, or a list: one run each from the same start, the best on "
                                    "validation kept (thesis grid: 1e-2, 5e-3, 1e-3, 5e-4, 1e-4)",
                 type=float, gt=0, many=True),
+    "optimizer": Param("adam", help="adam or sgd, or a list: one run per optimizer and learning rate, the best on "
+                                     "validation kept (the thesis tries both)", type=str, choices=("adam", "sgd"),
+                       many=True),
     "select": Param("train", help="state kept within a run: train (lowest training loss, thesis 4.7) or val "
                                   "(lowest validation loss: early stopping)", type=str, choices=("train", "val")),
     "fresh_samples": Param(False, help="fresh training pairs each step (else iterate the n training pairs, "

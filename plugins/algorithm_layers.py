@@ -19,8 +19,9 @@ classical run is the learned model without learned parameters):
   ``Q*`` (``l2obench.energies.SpectralEnergy``, eigenvalues in ``[mu, L]``)
   with a hidden size of its own, or ``Alg^k_phi(Q, b)`` in ``given`` mode
   (learning to optimize, NeurIPS 2020 Fig. 6). Trained end to end on the
-  family's loss ``||Alg^k - y*||_2`` (eq. 4.10) of the last iterate, by Adam,
-  one run per learning rate of ``lr`` from the same start, the run best on
+  family's loss ``||Alg^k - y*||_2`` (eq. 4.10) of the last iterate, by Adam
+  or SGD (``optimizer``), one run per optimizer and learning rate of ``lr``
+  from the same start, the run best on
   validation kept; within a run the state of lowest training loss is kept
   (``select = "train"``, the thesis's protocol) or of lowest validation loss.
   Each ``k`` is a separately trained model (thesis 4.7).
@@ -295,11 +296,16 @@ class _AlgorithmLayer(LearnedSolver):
         split = context.train if self.select == "train" else context.val
         return mean_loss(context.problem, lambda obs: self.forward(obs, keep_all=False)[-1], split)
 
-    def learning_rates(self) -> list[float]:
-        return [float(self.lr)] if isinstance(self.lr, (int, float)) else [float(lr) for lr in self.lr]
+    def training_runs(self) -> list[tuple[str, float]]:
+        """The (optimizer, learning rate) pairs tried: every ``optimizer`` with every ``lr``."""
+        def listed(value):
+            return [value] if isinstance(value, (str, int, float)) else list(value)
+
+        return [(name, float(lr)) for name in listed(self.optimizer) for lr in listed(self.lr)]
 
     def train_network(self, context: FitContext) -> list[dict]:
-        """One training run per learning rate from the same start; the run with the lowest validation loss is kept.
+        """One training run per optimizer and learning rate from the same start; the run with the lowest
+        validation loss is kept (thesis 4.7: Adam and SGD over a learning-rate grid, the best reported).
 
         Each run gets the whole budget (steps; ``max_seconds`` is shared).
         A run whose loss diverges is dropped (all diverging: ``DivergedError``).
@@ -307,26 +313,27 @@ class _AlgorithmLayer(LearnedSolver):
         trainable = [p for p in self.network_.parameters() if p.requires_grad]
         if not trainable:  # e.g. a fixed-step GD layer on given energies: nothing to learn
             return []
-        problem, rates = context.problem, self.learning_rates()
+        problem, runs = context.problem, self.training_runs()
         start = copy.deepcopy(self.network_.state_dict())
         limit = context.budget.max_seconds
         best, history, failures = None, [], []
-        for lr in rates:
+        for optimizer, lr in runs:
             self.network_.load_state_dict(start)
+            run = f"{optimizer} lr {lr:g}"
             try:
                 entries = train(self.network_, lambda batch: self.training_loss(
                     self.forward(batch.observation()), batch, problem), lambda: self.validation_score(context),
-                    context, lr=lr, fresh_samples=self.fresh_samples, desc=f"{self.describe_training()} lr {lr:g}",
-                    seconds=None if limit is None else limit / len(rates))
+                    context, lr=lr, fresh_samples=self.fresh_samples, desc=f"{self.describe_training()} {run}",
+                    seconds=None if limit is None else limit / len(runs), optimizer=optimizer)
             except DivergedError as exc:
-                failures.append(f"lr {lr:g}: {exc}")
+                failures.append(f"{run}: {exc}")
                 continue
             val = mean_loss(problem, lambda obs: self.forward(obs, keep_all=False)[-1], context.val)
-            history += [{**entry, "lr": lr, "val_loss": val} for entry in entries]
+            history += [{**entry, "optimizer": optimizer, "lr": lr, "val_loss": val} for entry in entries]
             if best is None or val < best[0]:
                 best = (val, copy.deepcopy(self.network_.state_dict()))
         if best is None:
-            raise DivergedError("training diverged at every learning rate: " + "; ".join(failures))
+            raise DivergedError("training diverged in every run: " + "; ".join(failures))
         self.network_.load_state_dict(best[1])
         return history
 
@@ -338,7 +345,7 @@ class GDLayer(_AlgorithmLayer):
     """``GD^k_phi(Q_theta(x), b)``: learned step in GD's stable region, learned neural module in hybrid mode.
 
     Hyper-parameters: ``k``, ``hidden``, ``step_init``, ``learn_step``, ``lr``,
-    ``select``, ``fresh_samples``. Fitted state: ``network_`` (a ``HybridModel``).
+    ``optimizer``, ``select``, ``fresh_samples``. Fitted state: ``network_`` (a ``HybridModel``).
     """
 
     label = "GD layer"
@@ -360,7 +367,7 @@ class RNNLayer(_AlgorithmLayer):
     """``RNN^k_phi(Q_theta(x), b)`` (hybrid) or ``RNN^k_phi(Q, b)`` (given): the cell of eq. 4.18 unrolled ``k`` times.
 
     Hyper-parameters: ``k``, ``hidden``, ``rnn_width`` (null: ``2d``),
-    ``rnn_depth``, ``rnn_init``, ``step_init``, ``lr``, ``select``, ``fresh_samples``.
+    ``rnn_depth``, ``rnn_init``, ``step_init``, ``lr``, ``optimizer``, ``select``, ``fresh_samples``.
     """
 
     label = "RNN layer"

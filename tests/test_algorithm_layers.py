@@ -6,6 +6,7 @@ import torch
 
 from l2obench.contracts import Budget
 from l2obench.datafits import QuadraticEnergy
+from l2obench.learned import mean_loss
 from l2obench.registry import Registry
 from l2obench.testing import smoke_context
 from l2obench_plugins.algorithm_layers import GD, NAG, RNNCellLayer, StepLayer, gd_iterates, nag_iterates
@@ -182,3 +183,20 @@ def test_select_train_keeps_the_state_of_lowest_training_loss():
     # the validate callback of select = train scores the training split: the kept state is the best one
     kept = model.validation_score(context)
     assert kept == pytest.approx(min(entry["val_metric"] for entry in history), rel=1e-6)
+
+
+def test_adam_and_sgd_runs_are_both_tried_and_the_best_on_validation_kept():
+    context, _ = smoke_context(REGISTRY, "quadratic", SETTINGS, budget=BUDGET)
+    model = REGISTRY.solver("gd_layer").build("quadratic", k=3, hidden=4, lr=[1e-2],
+                                              optimizer=["adam", "sgd"]).fit(context)
+    history = context.log["training"]
+    finals = {(entry["optimizer"], entry["lr"]): entry["val_loss"] for entry in history}
+    assert set(finals) == {("adam", 1e-2), ("sgd", 1e-2)}
+    assert finals[("adam", 1e-2)] != finals[("sgd", 1e-2)]
+    kept = mean_loss(context.problem, lambda obs: model.forward(obs, keep_all=False)[-1], context.val)
+    assert kept == pytest.approx(min(finals.values()), rel=1e-6)
+
+
+def test_an_unknown_optimizer_is_refused():
+    with pytest.raises(ValueError, match="optimizer must be one of adam, sgd"):
+        REGISTRY.solver("gd_layer").build("quadratic", optimizer="rmsprop")

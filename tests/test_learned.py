@@ -11,7 +11,7 @@ from l2obench.contracts import Budget
 from l2obench.learned import LearnedSolver, mean_loss
 from l2obench.registry import Registry
 from l2obench.testing import smoke_context
-from l2obench.training import train_progressive
+from l2obench.training import train, train_progressive
 from l2obench.unrolled import LISTANetwork
 from l2obench_plugins import alista
 from l2obench_plugins.alista import analytic_design, analytic_step_scale
@@ -336,3 +336,13 @@ def test_precomputed_designs_are_added_to_reused_splits_and_change_nothing(monke
     monkeypatch.setattr(alista, "analytic_design", lambda A: calls.append(len(A)) or analytic_design(A))
     model.fit(context)
     assert sum(calls) == len(context.train) + len(context.val)  # once per reused instance, not per step
+
+
+def test_train_with_sgd_takes_plain_gradient_steps():
+    context, _ = smoke_context(REGISTRY, "lasso", {"m": 5, "n": 10, "n_train": 8, "n_val": 8, "n_test": 8},
+                               budget=Budget(steps=1, batch_size=4, eval_every=1, patience=1))
+    module = torch.nn.Linear(3, 1, bias=False)
+    start = module.weight.detach().clone()
+    train(module, lambda batch: (module.weight ** 2).sum(), lambda: float((module.weight ** 2).sum()), context,
+          lr=0.1, optimizer="sgd")
+    torch.testing.assert_close(module.weight.detach(), 0.8 * start)  # w - lr * 2 w

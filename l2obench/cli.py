@@ -86,16 +86,23 @@ def _default(param) -> str:
 
 
 def _suite_definition(registry, suite: str):
+    """``(name, definition, path)`` of a registered suite (``path`` None) or a suite file."""
     from l2obench.suites import load_suite_file
 
     if suite in registry.suites:
-        return suite, registry.suites[suite].spec.definition
+        return suite, registry.suites[suite].spec.definition, None
     path = Path(suite)
     if path.suffix in (".toml", ".json") or path.exists():
         if not path.is_file():
             raise UsageError(f"suite file not found: {path}")
-        return str(path), load_suite_file(path)
+        return str(path), load_suite_file(path), path
     raise UnknownNameError("suite", suite, registry.suites)
+
+
+def _cell_timeout(value: float | None, scale: str) -> float | None:
+    from l2obench.timeout import DEFAULT_CELL_TIMEOUT
+
+    return DEFAULT_CELL_TIMEOUT.get(scale) if value is None else value or None
 
 
 @cli.command()
@@ -108,20 +115,26 @@ def _suite_definition(registry, suite: str):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--results", type=click.Path(file_okay=False),
               help="Run directory [default: l2obench-results/<suite>-<scale>].")
-@click.option("--resume", is_flag=True, help="Continue the run in --results; finished cells are skipped.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --results: finished cells whose identity (settings, parameters, budget, "
+                   "seed, code) is unchanged are skipped; changed or corrupt cell files are moved aside and rerun.")
+@click.option("--cell-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Record a cell still running after this many seconds as 'timeout' and go on; 0: no limit "
+                   "[default: 600 at scale smoke, 3600 at small, none at paper].")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Data and model cache [default: $L2OBENCH_CACHE or ~/.cache/l2obench].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @_plugin_option
 @_strict_option
-def run(suite, scale, seeds, solvers, problems, device, results, resume, cache_dir, no_cache, no_progress,
-        plugins, strict_plugins):
+def run(suite, scale, seeds, solvers, problems, device, results, resume, cell_timeout, cache_dir, no_cache,
+        no_progress, plugins, strict_plugins):
     """Run a suite: generate data, fit every solver, evaluate, write Parquet results."""
+    from l2obench.identity import SuiteSource
     from l2obench.suites import default_scale, plan
 
     registry = _registry(plugins, strict_plugins)
-    suite_name, definition = _suite_definition(registry, suite)
+    suite_name, definition, suite_path = _suite_definition(registry, suite)
     scale = scale or default_scale(suite_name, definition)  # an explicit --scale wins
     cells = plan(registry, suite_name, definition, scale=scale, seeds=_seeds(seeds),
                  solvers=_comma_list(solvers), problems=_comma_list(problems))
@@ -136,22 +149,26 @@ def run(suite, scale, seeds, solvers, problems, device, results, resume, cache_d
 
     torch_device = resolve_device(device)
     results = Path(results) if results else Path("l2obench-results") / f"{Path(suite_name).stem}-{scale}"
-    runner = Runner(registry, cells, results, torch_device, Cache(cache_dir, enabled=not no_cache),
-                    resume=resume, progress=not no_progress, argv=sys.argv)
-    click.echo(f"l2obench {__version__}: suite {suite_name}, scale {scale}, {len(cells)} cells, "
-               f"device {torch_device}, results in {results}")
-    try:
-        summary = runner.run()
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: finished cells are in {results}; continue with the same command "
-                   f"and --resume", err=True)
-        sys.exit(130)
-    board = leaderboard.table(read_results([runner.cells_dir]))
-    (results / "leaderboard.md").write_text(leaderboard.render(board, "markdown"))
+    with Runner(registry, cells, results, torch_device, Cache(cache_dir, enabled=not no_cache),
+                resume=resume, progress=not no_progress, argv=sys.argv, echo=click.echo,
+                suite=SuiteSource.of(suite_name, definition, suite_path),
+                cell_timeout=_cell_timeout(cell_timeout, scale)) as runner:
+        limit = f"{runner.cell_timeout:g} s per cell" if runner.cell_timeout else "no time limit per cell"
+        click.echo(f"l2obench {__version__}: suite {suite_name}, scale {scale}, {len(cells)} cells, "
+                   f"device {torch_device}, {limit}, results in {results}")
+        try:
+            summary = runner.run()
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted: finished cells are in {results}; continue with the same command "
+                       f"and --resume", err=True)
+            sys.exit(130)
+        board = leaderboard.table(read_results([runner.cells_dir]))
+        (results / "leaderboard.md").write_text(leaderboard.render(board, "markdown"))
     click.echo("\n" + leaderboard.render(board, "terminal"))
     skipped = sum(o.skipped for o in summary.outcomes)
-    click.echo(f"{summary.count('ok')} ok, {summary.count('diverged')} diverged, {summary.count('failed')} failed "
-               f"({skipped} already on disk) in {summary.seconds:.1f} s; results: {runner.cells_dir}, "
+    timed_out = f", {summary.count('timeout')} timed out" if summary.count("timeout") else ""
+    click.echo(f"{summary.count('ok')} ok, {summary.count('diverged')} diverged, {summary.count('failed')} failed"
+               f"{timed_out} ({skipped} already on disk) in {summary.seconds:.1f} s; results: {runner.cells_dir}, "
                f"leaderboard: {results / 'leaderboard.md'}")
     not_ok = [outcome for outcome in summary.outcomes if outcome.status != "ok"]
     if not_ok:  # any cell that is not ok makes the run's exit code non-zero
@@ -253,9 +270,9 @@ def probe(solver_text, problem_text, ks, seed, instances, directions, eps, steps
     from l2obench.timing import resolve_device
 
     results = Path(results) if results else default_results(solver, family)
-    runner = Runner(registry, cells, results, resolve_device(device), Cache(cache_dir, enabled=not no_cache),
-                    resume=resume, progress=False, argv=sys.argv)
-    rows = run_probe(registry, spec, runner)
+    with Runner(registry, cells, results, resolve_device(device), Cache(cache_dir, enabled=not no_cache),
+                resume=resume, progress=False, argv=sys.argv, echo=click.echo) as runner:
+        rows = run_probe(registry, spec, runner)
     click.echo(f"{solver_text} on {problem_text}: worst case over {instances} instances x {directions} directions "
                f"(eps {eps:g}), and mean")
     click.echo(probe_table(rows, k_param(registry.solver(solver))).to_string(float_format=lambda v: f"{v:.4g}"))

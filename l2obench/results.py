@@ -31,12 +31,21 @@ def write_parquet(rows: Sequence[Mapping], path: str | Path) -> Path:
     return write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
+# Folders of a run directory holding cell files set aside on --resume (l2obench.resume), never results.
+SET_ASIDE = ("superseded", "corrupt")
+
+
 def result_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Parquet files under ``paths`` (files, or directories searched recursively)."""
+    """Parquet files under ``paths`` (files, or directories searched recursively).
+
+    Below a directory, files in a ``SET_ASIDE`` folder are left out (name that
+    folder itself to read them).
+    """
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(q for q in p.rglob("*.parquet") if not q.name.startswith("."))
+            found += sorted(q for q in p.rglob("*.parquet") if not q.name.startswith(".")
+                            and not set(q.relative_to(p).parts[:-1]) & set(SET_ASIDE))
         elif p.is_file():
             found.append(p)
         else:
@@ -61,7 +70,7 @@ def read_results(paths: Iterable[str | Path]):
         version = (table.schema.metadata or {}).get(b"l2obench.schema_version", b"").decode()
         if version not in READABLE_VERSIONS:
             raise UsageError(f"{f}: results schema version {version or 'missing'}, expected {SCHEMA_VERSION}")
-        for name in READABLE_VERSIONS[version]:
+        for name in (n for n in READABLE_VERSIONS[version] if n not in table.column_names):
             table = table.append_column(SCHEMA.field(name), pa.nulls(len(table), SCHEMA.field(name).type))
         tables.append(table.select(list(COLUMNS)).cast(SCHEMA))
     return pa.concat_tables(tables).to_pandas()

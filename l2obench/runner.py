@@ -3,10 +3,12 @@
 A run lives in a results directory: ``run.json`` (what was run) and
 ``cells/<cell_id>.parquet``. Each cell's rows are on disk before the next cell
 starts, so an interrupted run continues with ``resume=True`` without
-recomputing finished cells.
+recomputing finished cells whose identity is unchanged (``l2obench.resume``).
+The directory is locked while a runner is open (``l2obench.lock``).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -32,8 +34,12 @@ from l2obench.contracts import FitContext, Instances, Solver, check_estimate
 from l2obench.data import Splits, make_splits
 from l2obench.errors import DivergedError, InvalidEstimateError, UsageError
 from l2obench.hashing import canonical_json, content_key, source_digest
+from l2obench.identity import Identities, SuiteSource, sweep_json
+from l2obench.lock import LOCK_NAME, RunLock
 from l2obench.results import write_parquet
+from l2obench.resume import reconcile
 from l2obench.suites import Cell
+from l2obench.timeout import CellTimeout, time_limit
 from l2obench.timing import describe_device, interleaved_seconds, single_instance_latency, timed_solve
 
 # Trajectories keep at most this many iterations (all of them when T is below);
@@ -130,6 +136,9 @@ def recorded_iterations(n_iterations: int, points: int = TRAJECTORY_POINTS) -> l
 class Runner:
     """Runs planned cells and writes their results.
 
+    The results directory is locked from construction until ``close`` (or the
+    end of a ``with`` block, or the process).
+
     Parameters
     ----------
     registry : Registry
@@ -138,16 +147,33 @@ class Runner:
     device : torch.device
     cache : Cache
     resume : bool
-        Continue the run stored in ``results_dir`` (finished cells are skipped).
+        Continue the run stored in ``results_dir``: finished cells whose
+        identity is unchanged are skipped, changed and corrupt cell files are
+        moved aside (``l2obench.resume.reconcile``).
     progress : bool
         Show progress bars.
     echo : callable
         Where one line per cell is printed.
+    argv : sequence of str
+        The command line, recorded in ``run.json``.
+    suite : SuiteSource, optional
+        The suite by content, recorded in ``run.json`` and checked on resume
+        (without it, the cells' suite name is compared).
+    cell_timeout : float, optional
+        Seconds a cell may run (data, fit, solve and evaluation) before it is
+        recorded as ``timeout`` (``l2obench.timeout.time_limit``); None or 0: no limit.
+
+    Raises
+    ------
+    UsageError
+        If another run holds the directory, it cannot be written, or it holds
+        another run (see ``resume``).
     """
 
     def __init__(self, registry, cells: Sequence[Cell], results_dir: str | Path, device: torch.device,
                  cache: Cache, resume: bool = False, progress: bool = True,
-                 echo: Callable[[str], None] = print, argv: Sequence[str] = ()):
+                 echo: Callable[[str], None] = print, argv: Sequence[str] = (),
+                 suite: SuiteSource | None = None, cell_timeout: float | None = None):
         self.registry = registry
         self.cells = list(cells)
         self.results_dir = Path(results_dir)
@@ -155,7 +181,16 @@ class Runner:
         self.cache = cache
         self.progress_enabled = progress
         self.echo = echo
-        self.run_id = self._open_run(resume, list(argv))
+        self.cell_timeout = cell_timeout
+        self.identities = Identities(registry)
+        self._check_not_foreign()
+        self._lock = RunLock(self.results_dir)
+        try:
+            self.run_id = self._open_run(resume, list(argv), suite)
+            self._on_disk = reconcile(self.results_dir, self.cells, self.identities, echo) if resume else {}
+        except BaseException:
+            self._lock.release()
+            raise
         self._data: tuple[str, Splits] | None = None
         self._context = {
             "run_id": self.run_id,
@@ -167,6 +202,16 @@ class Runner:
         }
 
     # -- run directory -------------------------------------------------------
+    def close(self) -> None:
+        """Release the results directory's lock."""
+        self._lock.release()
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @property
     def cells_dir(self) -> Path:
         return self.results_dir / "cells"
@@ -174,7 +219,12 @@ class Runner:
     def cell_path(self, cell: Cell) -> Path:
         return self.cells_dir / f"{cell.cell_id}.parquet"
 
-    def _open_run(self, resume: bool, argv: list[str]) -> str:
+    def _check_not_foreign(self) -> None:
+        if (self.results_dir.is_dir() and not (self.results_dir / "run.json").exists()
+                and any(p.name != LOCK_NAME for p in self.results_dir.iterdir())):
+            raise UsageError(f"{self.results_dir} exists and is not an l2obench run directory; choose another --results")
+
+    def _open_run(self, resume: bool, argv: list[str], source: SuiteSource | None) -> str:
         manifest = self.results_dir / "run.json"
         suite, scale = self.cells[0].suite if self.cells else "", self.cells[0].scale if self.cells else ""
         if manifest.exists():
@@ -182,9 +232,14 @@ class Runner:
             if not resume:
                 raise UsageError(f"{self.results_dir} already holds run {info['run_id']} ({info['suite']}, "
                                  f"scale {info['scale']}); add --resume to continue it, or choose another --results")
-            if (info["suite"], info["scale"]) != (suite, scale):
+            same_suite = source.matches(info) if source is not None else info["suite"] == suite
+            if not same_suite or info["scale"] != scale:
                 raise UsageError(f"cannot resume: {self.results_dir} holds suite {info['suite']} at scale "
                                  f"{info['scale']}, not {suite} at scale {scale}")
+            # Rows of one run name its suite alike, however its file was spelled on each resume.
+            self.cells = [dataclasses.replace(c, suite=info["suite"]) for c in self.cells]
+            if source is not None and info.get("suite_content") != source.content:
+                self._note_suite_change(manifest, info, source)
             kernels = cpu_kernels()
             if info.get("cpu_kernels") != kernels:
                 # Cells finished from here on may differ in their last bits from the earlier ones.
@@ -196,27 +251,33 @@ class Runner:
                     self.echo(f"note: resuming with other CPU kernels than run {info['run_id']} started with "
                               f"(recorded in {manifest})")
             return info["run_id"]
-        if self.results_dir.exists() and any(self.results_dir.iterdir()):
-            raise UsageError(f"{self.results_dir} exists and is not an l2obench run directory; choose another --results")
         run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
         self.cells_dir.mkdir(parents=True, exist_ok=True)
+        origin = {"suite_origin": source.origin, "suite_content": source.content} if source is not None else {}
         manifest.write_text(json.dumps({
-            "run_id": run_id, "suite": suite, "scale": scale, "argv": argv,
+            "run_id": run_id, "suite": suite, **origin, "scale": scale, "argv": argv,
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "cells": len(self.cells), "device": describe_device(self.device),
             "cpu_kernels": cpu_kernels()}, indent=2) + "\n")
         return run_id
 
-    def _done(self, cell: Cell) -> str | None:
-        """Status of a finished cell on disk (failed cells are run again)."""
-        path = self.cell_path(cell)
-        if not path.exists():
-            return None
-        import pyarrow.parquet as pq
+    def _note_suite_change(self, manifest: Path, info: dict, source: SuiteSource) -> None:
+        """Record the suite's content in ``run.json``, and a change of it under ``suite_changes``
+        (a run recorded before suite contents were gets the content only)."""
+        if "suite_content" in info:
+            self.echo(f"note: suite {source.name} changed since run {info['run_id']} started; cells whose "
+                      "identity changed run again")
+            info.setdefault("suite_changes", []).append({
+                "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "suite_origin": source.origin, "suite_content": source.content})
+        info.update(suite_origin=source.origin, suite_content=source.content)
+        write_atomically(manifest, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
 
-        statuses = set(pq.read_table(path, columns=["status"]).column("status").to_pylist())
-        status = "failed" if "failed" in statuses else "diverged" if "diverged" in statuses else "ok"
-        return None if status == "failed" else status
+    def _done(self, cell: Cell) -> str | None:
+        """Status of a finished cell on disk whose identity is the planned one (failed and timed-out
+        cells are run again)."""
+        status = self._on_disk.get(cell.cell_id)
+        return None if status in ("failed", "timeout") else status
 
     def bar(self, total: int, desc: str):
         # disable=None: bars only on a terminal, so logs stay clean.
@@ -251,19 +312,21 @@ class Runner:
         return self._data[1]
 
     def run_cell(self, cell: Cell) -> CellOutcome:
-        """Run one cell and write its rows; exceptions become failed rows."""
+        """Run one cell and write its rows; an exception, a non-finite estimate or the time limit
+        (``cell_timeout``) becomes one row of status failed, diverged or timeout."""
         data_hash = None
         try:
-            data = self.data_for(cell)
-            data_hash = data.hashes.get("test")
-            rows, summary = self._measure(cell, data)
+            with time_limit(self.cell_timeout):
+                data = self.data_for(cell)
+                data_hash = data.hashes.get("test")
+                rows, summary = self._measure(cell, data)
             status, message = "ok", ""
         except KeyboardInterrupt:
             raise
         # A broken solver must not stop the run, even one calling sys.exit (SystemExit).
-        except (Exception, SystemExit) as exc:  # noqa: BLE001
+        except (Exception, SystemExit, CellTimeout) as exc:  # noqa: BLE001
             diverged = isinstance(exc, DivergedError)
-            status = "diverged" if diverged else "failed"
+            status = "diverged" if diverged else "timeout" if isinstance(exc, CellTimeout) else "failed"
             message = f"{'' if diverged else type(exc).__name__ + ': '}{exc}"
             rows, summary = [self._row(cell, metric="error", value=None, status=status, message=message,
                                        data_hash=data_hash)], ""
@@ -290,12 +353,13 @@ class Runner:
             "problem": cell.problem_label, "family": cell.family, "setting": canonical_json(dict(cell.settings)),
             "solver": cell.solver_label, "solver_name": cell.solver,
             "solver_params": canonical_json(params if params is not None else dict(cell.params)),
-            "sweep": canonical_json({part: dict(v) for part, v in cell.sweep.items()}) if cell.sweep else None,
+            "sweep": sweep_json(cell),
             "learned": cell.learned, "seed": cell.seed, "split": split, "subset": subset,
             "metric": metric, "direction": direction, "value": None if undefined else float(value),
             "iteration": iteration, "status": status, "message": message or None,
             "wall_clock_s": wall_clock_s, "timestamp": dt.datetime.now(dt.timezone.utc),
-            "data_hash": data_hash,
+            "data_hash": data_hash, "identity": self.identities.identity(cell),
+            "code_version": canonical_json(self.identities.code_version(cell)),
         }
 
     def _fit(self, cell: Cell, data: Splits, solver: Solver) -> tuple[float, bool, dict]:

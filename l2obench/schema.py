@@ -2,17 +2,19 @@
 
 This pyarrow schema is the single source of truth for results; every write is
 validated against it (column set and types), and readers check its version.
-Version 2 added ``sweep``; readers take version 1 files with a null ``sweep``.
+Version 2 added ``sweep``; version 3 ``identity`` and ``code_version`` (see
+``l2obench.identity``) and the status ``timeout``. Readers take older files with
+the columns they lack as nulls.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 # Versions readers accept, with the columns each lacks (read as null).
-READABLE_VERSIONS = {"1": ("sweep",), "2": ()}
+READABLE_VERSIONS = {"1": ("sweep", "identity", "code_version"), "2": ("identity", "code_version"), "3": ()}
 
-STATUSES = ("ok", "failed", "diverged")
+STATUSES = ("ok", "failed", "diverged", "timeout")
 
 SCHEMA = pa.schema(
     [
@@ -36,7 +38,7 @@ SCHEMA = pa.schema(
         pa.field("direction", pa.string(), nullable=True),      # "lower" / "higher" is better
         pa.field("value", pa.float64(), nullable=True),
         pa.field("iteration", pa.int64(), nullable=True),       # null unless a trajectory point
-        pa.field("status", pa.string(), nullable=False),        # ok / failed / diverged
+        pa.field("status", pa.string(), nullable=False),        # ok / failed / diverged / timeout
         pa.field("message", pa.string(), nullable=True),
         pa.field("wall_clock_s", pa.float64(), nullable=True),  # seconds behind the value (see README)
         pa.field("device", pa.string(), nullable=False),
@@ -46,6 +48,10 @@ SCHEMA = pa.schema(
         pa.field("git_commit", pa.string(), nullable=True),
         pa.field("timestamp", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("data_hash", pa.string(), nullable=True),      # hash of the split the value was measured on
+        # hash of everything the cell computes from (l2obench.identity); null in files before version 3
+        pa.field("identity", pa.string(), nullable=True),
+        # source hashes of the solver's and the family's code, canonical JSON {"family": .., "solver": ..}
+        pa.field("code_version", pa.string(), nullable=True),
     ],
     metadata={"l2obench.schema_version": SCHEMA_VERSION},
 )

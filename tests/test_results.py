@@ -50,3 +50,12 @@ def test_reading_nothing_or_garbage_is_a_clear_error(tmp_path):
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(UsageError, match="not a readable Parquet file"):
         read_results([tmp_path])
+
+
+def test_cell_files_set_aside_are_left_out_of_a_run_directory_unless_named(tmp_path):
+    write_parquet([_row()], tmp_path / "cells" / "c.parquet")
+    write_parquet([_row(value=99.0)], tmp_path / "superseded" / "c.20261201T000000Z.parquet")
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "d.20261201T000000Z.parquet").write_text("not parquet")
+    assert read_results([tmp_path])["value"].tolist() == [-10.0]
+    assert read_results([tmp_path / "superseded"])["value"].tolist() == [99.0]

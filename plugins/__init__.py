@@ -431,8 +431,51 @@ RNN_LAYER = _quadratic_spec(
     })
 
 
+# Classical denoisers of the denoising family (thesis 5.5.3), non-blind by default: thresholds and
+# weights are multiples of each image's noise level sigma, the multiple tuned on validation.
+_NOISE_LEVEL = Param("given", help="given: read the instance's sigma (non-blind, as BM3D in thesis 5.5.3); "
+                                   "estimated: estimate it from the noisy image (blind; extras['sigma'])",
+                     type=str, choices=("given", "estimated"))
+
+
+def _denoiser_spec(name: str, cls: str, description: str, params: dict) -> SolverSpec:
+    return SolverSpec(name=name, factory=f"l2obench_plugins.denoisers:{cls}", families=("denoising",),
+                      learned=False, description=description, params={**params, "noise_level": _NOISE_LEVEL})
+
+
+WAVELET = _denoiser_spec(
+    "wavelet", "WaveletDenoiser", "soft-thresholding of orthogonal wavelet coefficients at tau sigma (PyWavelets; "
+                                  "closed form), optional cycle spinning", {
+        "tau": Param(1.5, (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0), "threshold in units of the noise level sigma",
+                     type=float, ge=0),
+        "wavelet": Param("db4", help="orthogonal wavelet (PyWavelets name)", type=str,
+                         choices=("haar", "db2", "db4", "db8", "sym4", "sym8", "coif2")),
+        "levels": Param(4, help="decomposition levels (at most what the image size allows)", type=int, ge=1),
+        "mode": Param("periodization", help="signal extension: periodization (orthonormal transform: the exact "
+                                            "closed form) or symmetric (scikit-image's default)",
+                      type=str, choices=("periodization", "symmetric")),
+        "shifts": Param(1, help="cycle spinning: average over shifts x shifts circular shifts (1: none)",
+                        type=int, ge=1),
+    })
+TV = _denoiser_spec(
+    "tv", "TVDenoiser", "total-variation denoising, scikit-image's Chambolle algorithm, weight w sigma", {
+        "weight": Param(1.0, (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0), "TV weight in units of the noise level sigma",
+                        type=float, gt=0),
+        "eps": Param(2e-4, help="Chambolle's stopping tolerance (scikit-image's default)", type=float, gt=0),
+        "max_iter": Param(200, help="maximum Chambolle iterations (scikit-image's default)", type=int, ge=1),
+    })
+BM3D = _denoiser_spec(
+    "bm3d", "BM3DDenoiser", "BM3D (Makinen, Azzari & Foi; the bm3d package), sigma_psd = sigma", {
+        "sigma_scale": Param(1.0, help="sigma_psd in units of the noise level sigma", type=float, gt=0),
+        "profile": Param("np", help="bm3d's parameter profile", type=str, choices=("np", "refilter", "vn", "high")),
+        "threads": Param(1, help="bm3d's own threads per image (0: automatic; != 1 may change the last digits)",
+                         type=int, ge=0),
+    })
+
+
 @hookimpl
 def l2obench_register_solvers(register):
     for spec in (ISTA, FISTA, ADMM, LISTA, ALISTA, LISTA_CPSS, LISTA_STOP, RNN, RNN_L1, GLASSO, GISTA, COVSEL_ADMM,
-                 APF, PLISA, GLAD, GD, NAG, GD_LAYER, NAG_LAYER, RNN_LAYER):
+                 APF, PLISA, GLAD, GD, NAG, GD_LAYER, NAG_LAYER, RNN_LAYER,
+                 WAVELET, TV, BM3D):
         register(spec)

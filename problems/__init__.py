@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from l2obench import Param, ProblemSpec, SuiteSpec, hookimpl
-from l2obench_problems.suites import L2S, QUADRATIC as QUADRATIC_SUITE, SMOKE, SPARSE
+from l2obench_problems.suites import DENOISING as DENOISING_SUITE, L2S, QUADRATIC as QUADRATIC_SUITE, SMOKE, SPARSE
 
 LASSO = ProblemSpec(
     name="lasso",
@@ -109,6 +109,39 @@ QUADRATIC = ProblemSpec(
     },
 )
 
+DENOISING = ProblemSpec(
+    name="denoising",
+    factory="l2obench_problems.denoising:Denoising",
+    description="grayscale image denoising: noisy crops of dead-leaves, folder or scikit-image images, blind "
+                "training noise, tests per noise level and out of distribution (thesis 5.5.3, NeurIPS 2020 7.2)",
+    params={
+        "source": Param("dead_leaves", help="dead_leaves (synthetic, offline), folder (path/train, path/test, "
+                                            "optional path/val) or skimage (scikit-image's bundled photographs)",
+                        type=str, choices=("dead_leaves", "folder", "skimage")),
+        "path": Param(None, help="source = folder: a folder with train/ and test/ subfolders of png/jpg images",
+                      type=str),
+        "crop": Param(180, help="side of the square crops in pixels (thesis / NeurIPS: 180)", type=int, ge=8),
+        "radius": Param([2.0, 128.0], help="dead leaves: disc radii [rmin, rmax] in pixels, density r^-3",
+                        type=float, ge=0.5, many=True),
+        "noise": Param("gaussian", help="gaussian (i.i.d.) or adaptive (lower on edges, NeurIPS 2020 7.2)",
+                       type=str, choices=("gaussian", "adaptive")),
+        "edge_noise": Param(0.3, help="adaptive noise: its level on the strongest edges, as a fraction of the "
+                                      "flat-region level", type=float, ge=0, le=1),
+        "train_sigma": Param([0.0, 55.0], help="training and validation noise level ~ U[lo, hi], in grey levels "
+                                               "of 255 (thesis 5.5.3: sigma <= 55, blind)",
+                             type=float, ge=0, many=True),
+        "test_sigma": Param([15.0, 25.0, 35.0, 45.0, 55.0], help="test noise levels (grey levels), equal counts, "
+                                                                 "metrics per level", type=float, ge=0, many=True),
+        "ood_sigma": Param([65.0, 75.0], help="levels of the out-of-distribution split ood (thesis Table 5.6: "
+                                              "65, 75, unseen in training); null or []: no ood split",
+                           type=float, ge=0, many=True, nullable=True),
+        "n_train": Param(2000, help="training crops", type=int, ge=1),
+        "n_val": Param(100, help="validation crops", type=int, ge=1),
+        "n_test": Param(340, help="test crops (equal per level; thesis: BSD68)", type=int, ge=1),
+        "n_ood": Param(None, help="crops of the ood split; null: n_test", type=int, ge=1),
+    },
+)
+
 
 @hookimpl
 def l2obench_register_problems(register):
@@ -116,6 +149,7 @@ def l2obench_register_problems(register):
     register(SLR)
     register(SPE)
     register(QUADRATIC)
+    register(DENOISING)
 
 
 @hookimpl
@@ -125,3 +159,5 @@ def l2obench_register_suites(register):
     register(SuiteSpec("l2s", L2S, "learning to stop, thesis Table 5.2: LISTA and LISTA-stop with long CPU training"))
     register(SuiteSpec("quadratic", QUADRATIC_SUITE, "algorithm layers (GD, NAG, RNN) on quadratic energies over k "
                                                      "and hidden sizes, thesis 4.7 and NeurIPS 2020 Fig. 6"))
+    register(SuiteSpec("denoising", DENOISING_SUITE, "image denoising: classical denoisers on dead leaves and "
+                                                     "photographs, PSNR / SSIM per noise level (thesis 5.5.3)"))

@@ -65,7 +65,7 @@ def _write(tmp_path, body, suffix=".json"):
     ({"problems": [{"family": "lasso", "settings": {"mm": 3}}], "solvers": []}, "unknown parameter of lasso 'mm'"),
     ({"problems": [{"family": "lasso"}], "solvers": [{"solver": "fista", "params": {"lamb": 1}}]},
      r"solvers\[0\]: unknown parameter of fista 'lamb'"),
-    ({"problems": [{"family": "nope"}], "solvers": []}, "unknown problem 'nope'; valid problems: lasso"),
+    ({"problems": [{"family": "nope"}], "solvers": []}, "unknown problem 'nope'; valid problems: denoising, lasso"),
     ({"problems": [], "solvers": [], "budget": {"stepz": 3}}, "budget: unknown key 'stepz'"),
     ({"problems": [], "solvers": [], "seeds": {"huge": [1]}}, "unknown scale 'huge'"),
     ({"solvers": []}, "missing key 'problems'"),

@@ -143,6 +143,23 @@ LISTA_CPSS = SolverSpec(
     },
 )
 
+# The parameters of the learned-stopping layer (l2obench.learned_stopping) that LISTA-stop and
+# DnCNN-stop share, with the same defaults.
+_STOPPING = {
+    "policy_steps": Param(None, help="stage II steps; null: the suite's training budget", type=int, ge=1,
+                          nullable=True),
+    "hard_oracle": Param(True, help="stage II imitates the oracle's best output (one-hot, the authors') rather than "
+                                    "q* itself", type=bool),
+    "finetune_steps": Param(0, help="stage III: steps of joint fine-tuning on eq. 5.6 (Table 5.3); 0: none",
+                            type=int, ge=0),
+    "support_mass": Param(1e-3, help="after training, the policy runs (and may stop) only after outputs where its "
+                                     "stop distribution q_phi, averaged over validation, holds at least this (the "
+                                     "authors' nz_post); 0: after every output", type=float, ge=0, lt=1),
+    "stop_rule": Param("threshold", help="test-time stopping: threshold (pi_t > 0.5), sample (Bernoulli), never",
+                       type=str, choices=("threshold", "sample", "never")),
+    "sample_seed": Param(0, help="seed of the sample rule's draws", type=int, ge=0),
+}
+
 LISTA_STOP = SolverSpec(
     name="lista_stop",
     factory="l2obench_plugins.lista_stop:LISTAStop",
@@ -167,18 +184,7 @@ LISTA_STOP = SolverSpec(
                                                  "(scale-free norms of the iterates, O(n))",
                                  type=str, choices=("vectors", "summary")),
         "policy_lr": Param(1e-3, help="Adam learning rate of stage II (the policy)", type=float, gt=0),
-        "policy_steps": Param(None, help="stage II steps; null: the suite's training budget", type=int, ge=1,
-                              nullable=True),
-        "hard_oracle": Param(True, help="stage II imitates the oracle's best layer (one-hot) rather than q* itself",
-                             type=bool),
-        "finetune_steps": Param(0, help="stage III: steps of joint fine-tuning on eq. 5.6 (Table 5.3); 0: none",
-                                type=int, ge=0),
-        "support_mass": Param(1e-3, help="after training, the policy runs (and may stop) only after layers where its "
-                                         "stop distribution q_phi, averaged over validation, holds at least this; "
-                                         "0: after every layer", type=float, ge=0, lt=1),
-        "stop_rule": Param("threshold", help="test-time stopping: threshold (pi_t > 0.5), sample (Bernoulli), never",
-                           type=str, choices=("threshold", "sample", "never")),
-        "sample_seed": Param(0, help="seed of the sample rule's draws", type=int, ge=0),
+        **_STOPPING,
     },
 )
 
@@ -473,9 +479,97 @@ BM3D = _denoiser_spec(
     })
 
 
+# DnCNN (Zhang et al. 2017; thesis 5.5.3): blind, residual. The paper's network is 17 layers (20 in
+# the thesis's DnCNN-stop) of 64 channels trained on 40 x 40 / 50 x 50 patches; the defaults are a
+# size that trains on a 2-core CPU in minutes (suites set the paper's).
+_DNCNN = {
+    "n_layers": Param(8, help="layers: conv + ReLU, n_layers - 2 x (conv + batch norm + ReLU), conv (paper: 17 "
+                              "or 20)", type=int, ge=3),
+    "width": Param(32, help="channels of the hidden layers (paper: 64)", type=int, ge=1),
+    "lr": Param(1e-3, help="Adam learning rate", type=float, gt=0),
+    "lr_decays": Param([0.1], help="learning-rate factors of the decay stages after training at lr (each "
+                                   "early-stopped); []: none", type=float, many=True, gt=0, le=1),
+    "patch": Param(32, help="train on random patch x patch crops of the training images (paper: 40 or 50); "
+                            "null: whole images", type=int, ge=8, nullable=True),
+    "augment": Param(True, help="train under random flips and quarter turns (the paper's augmentation)",
+                     type=bool),
+    "fresh_samples": Param(False, help="draw fresh training images each step (else iterate the train split)",
+                           type=bool),
+}
+
+DNCNN = SolverSpec(
+    name="dncnn",
+    factory="l2obench_plugins.dncnn:DnCNNDenoiser",
+    families=("denoising",),
+    learned=True,
+    description="DnCNN (Zhang et al. 2017): blind residual CNN with batch norm, reads the noisy image only",
+    params=_DNCNN,
+)
+
+DNCNN_STOP = SolverSpec(
+    name="dncnn_stop",
+    factory="l2obench_plugins.dncnn:DnCNNStop",
+    families=("denoising",),
+    learned=True,
+    description="DnCNN with exits and a learned stopping policy (thesis 5.5.3, Table 5.6): stages I-II of LISTA-stop",
+    params={
+        **_DNCNN,
+        "exit_every": Param(1, help="an exit (a head predicting the noise) after every exit_every-th of layers "
+                                    "1 .. n_layers - 2 (the authors: 1 below 27 layers, else 2)", type=int, ge=1),
+        "head": Param("block", help="exit heads: block (conv + batch norm + ReLU + conv, the authors') or conv "
+                                    "(one 3 x 3 conv, cheaper)", type=str, choices=("block", "conv")),
+        # The authors' tao = 10 on per-image sums of squares over 40 x 40 patches is beta = 1 / 16000 in
+        # per-pixel MSE, about 2e-4 in units of the mean squared grey level (about 1/3 on dead leaves).
+        "beta": Param(2e-4, help="temperature of the oracle stop distribution q* (eq. 5.8), loss in units of the "
+                                 "batch's mean squared clean pixel", type=float, gt=0),
+        "layer_cost": Param(0.0, help="prior p(t) ∝ exp(-layer_cost t / beta) (thesis 5.3.4): the loss drop an exit "
+                                      "must buy to be run, units of the mean ||clean||^2; 0: uniform prior",
+                            type=float, ge=0),
+        "warm_start": Param(True, help="train the network as DnCNN first (the authors pretrain DnCNN), then stage I",
+                            type=bool),
+        "policy_hidden": Param(16, help="channels of the policy CNN and width of its last hidden layer", type=int,
+                               ge=1),
+        "stage1_steps": Param(None, help="stage I steps (shared by its decay stages); null: the suite's training "
+                                         "budget, as the warm start", type=int, ge=1, nullable=True),
+        "policy_lr": Param(1e-2, help="Adam learning rate of stage II (the policy; the authors' 1e-3, for 100 "
+                                       "epochs)", type=float, gt=0),
+        **_STOPPING,
+    },
+)
+
+
+ENERGY_DENOISER = SolverSpec(
+    name="energy_denoiser",
+    factory="l2obench_plugins.energy_denoiser:EnergyDenoiser",
+    families=("denoising",),
+    learned=True,
+    description="k steps of GD or NAG on 0.5||Y + g(X) - X||^2 + 0.5 sum |f(X) Y|^2, f and g small DnCNNs "
+                "(NeurIPS 2020 7.2)",
+    params={
+        "algorithm": Param("gd", help="the unrolled algorithm: gd or nag", type=str, choices=("gd", "nag")),
+        "k": Param(12, help="unrolled steps (each k a separately trained model; the paper's figure: GD^12)",
+                   type=int, ge=1),
+        "f_layers": Param(4, help="layers of f's DnCNN (the paper: 2 hidden layers, 4 in all)", type=int, ge=3),
+        "f_width": Param(3, help="channels of f's DnCNN (the paper: 3; 20 when over-parameterized)", type=int, ge=1),
+        "g_layers": Param(4, help="layers of g's DnCNN; 0: g = 0 (the paper's under-parameterized case)",
+                          type=int, ge=0),
+        "g_width": Param(3, help="channels of g's DnCNN", type=int, ge=1),
+        "f_max": Param(2.0, help="bound of f(X) = f_max sigmoid(DnCNN_f(X)): Hessian eigenvalues in [1, 1 + f_max^2]",
+                       type=float, gt=0),
+        "step_init": Param(1.0, help="initial step in units of 1/L, L = 1 + f_max^2; phi = phi_max sigmoid(r) stays "
+                                     "in the stable region of thesis Table 4.1", type=float, gt=0),
+        "lr": Param(1e-3, help="Adam learning rate", type=float, gt=0),
+        "lr_decays": _DNCNN["lr_decays"],
+        "patch": _DNCNN["patch"],
+        "augment": _DNCNN["augment"],
+        "fresh_samples": _DNCNN["fresh_samples"],
+    },
+)
+
+
 @hookimpl
 def l2obench_register_solvers(register):
     for spec in (ISTA, FISTA, ADMM, LISTA, ALISTA, LISTA_CPSS, LISTA_STOP, RNN, RNN_L1, GLASSO, GISTA, COVSEL_ADMM,
                  APF, PLISA, GLAD, GD, NAG, GD_LAYER, NAG_LAYER, RNN_LAYER,
-                 WAVELET, TV, BM3D):
+                 WAVELET, TV, BM3D, DNCNN, DNCNN_STOP, ENERGY_DENOISER):
         register(spec)

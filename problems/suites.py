@@ -94,6 +94,14 @@ _DENOISERS = [
     {"solver": "wavelet", "label": "Wavelet (soft, cycle spinning)", "params": {"shifts": 4}},
     {"solver": "tv", "label": "TV (Chambolle)"},
 ]
+# The learned denoisers at the smoke scale: 4 layers of 8 channels on 8 x 8 patches, 60 steps at lr 1e-2.
+_DNCNN_SMOKE = {"n_layers": 4, "width": 8, "patch": 8, "lr": 1e-2}
+_DNCNN_STOP_SMOKE = {**_DNCNN_SMOKE, "policy_hidden": 4, "stage1_steps": 10, "policy_steps": 10}
+_DENOISING_SMOKE_BUDGET = {"steps": 60, "batch_size": 8, "eval_every": 20, "patience": 2}
+_LEARNED_DENOISERS_SMOKE = [
+    {"solver": "dncnn", "label": "DnCNN", "params": _DNCNN_SMOKE, "budget": _DENOISING_SMOKE_BUDGET},
+    {"solver": "dncnn_stop", "label": "DnCNN-stop", "params": _DNCNN_STOP_SMOKE, "budget": _DENOISING_SMOKE_BUDGET},
+]
 
 SMOKE = {
     "description": "tiny LASSO, SLR, SPE, quadratic and denoising problems; every solver of the sparse and "
@@ -113,7 +121,7 @@ SMOKE = {
         {"family": "quadratic", "label": "quad-given-tiny", "settings": {**_QUADRATIC_TINY, "mode": "given"}},
         {"family": "denoising", "label": "den-tiny", "settings": _DENOISING_TINY},
     ],
-    "solvers": _SOLVERS + _QUADRATIC_SMOKE + _DENOISERS,
+    "solvers": _SOLVERS + _QUADRATIC_SMOKE + _DENOISERS + _LEARNED_DENOISERS_SMOKE,
 }
 
 SPARSE = {
@@ -292,11 +300,65 @@ _DENOISING_SIZES = {"crop": 180, "n_train": 2000, "n_val": 120, "n_test": 340, "
 _DENOISING_SCALES = {"smoke": _DENOISING_TINY,
                      "small": {"crop": 64, "n_train": 400, "n_val": 50, "n_test": 50, "n_ood": 20}}
 
+# DnCNN and DnCNN-stop (thesis 5.5.3), blind, trained on the training split's images in random
+# patches under flips and rotations; the small scale's network is 8 layers of 32 channels on
+# 32 x 32 patches, the paper's 17 (DnCNN) and 20 (DnCNN-stop, the authors' final_model_cmd.sh)
+# layers of 64 channels on 40 x 40 patches, batches of 128. DnCNN-stop trains the same DnCNN
+# first (warm start, the budget's steps), then the exits (stage I, stage1_steps at lr / 10) and
+# the policy (stage II, policy_steps); lr 2e-3 at the small scale (500 steps at 1e-3: 24.74 dB).
+# Measured at the small scale (2026-12-01, one-off fits, 2-core CPU shared with other jobs, nice 19,
+# one thread; 500 steps took 85 s to 158 s with the load): on dead leaves DnCNN 85 s, test PSNR
+# 25.25 dB (TV 24.97, wavelet 21.40, noisy 18.08; TV and wavelet are given sigma), DnCNN-stop
+# 156 s, 25.33 dB; on the photographs DnCNN 95 s, 28.35 dB, DnCNN-stop 144 s, 28.95 dB (TV 29.71,
+# wavelet 26.69: behind TV, given sigma, on test photographs unlike the training ones). DnCNN-stop's
+# exits after layers 1-6 stay near the noisy input (18.2-18.7 dB on dead leaves, 18.7-23.5 on the
+# photographs) after stage I's 100 steps at lr / 10, the last output is the oracle's best on
+# every test image, stage II never beats running on and the policy runs after no exit (solve
+# time that of full depth). From scratch (no warm start, stage I 400 steps at 1e-3, 264 s, dead
+# leaves) stage I's oracle weighting made exits 1 and 3 the only good ones and the policy
+# stopped at exit 1 on 47 of 50 images: solve time halved, 22.70 dB.
+# Not on dead-leaves-adaptive at the small scale, so that the run stays within 15 minutes.
+_LEARNED_DENOISERS = [
+    {"solver": "dncnn", "label": "DnCNN", "params": {"lr": 2e-3}, "problems": ["dead-leaves", "photos"],
+     "only_scales": ["small"]},
+    {"solver": "dncnn", "label": "DnCNN", "params": _DNCNN_SMOKE, "budget": _DENOISING_SMOKE_BUDGET,
+     "problems": ["photos"], "only_scales": ["smoke"]},
+    {"solver": "dncnn", "label": "DnCNN", "params": {"n_layers": 17, "width": 64, "patch": 40},
+     "only_scales": ["paper"]},
+    {"solver": "dncnn_stop", "label": "DnCNN-stop", "problems": ["dead-leaves", "photos"],
+     "params": {"lr": 2e-3, "stage1_steps": 100, "policy_steps": 60}, "only_scales": ["small"]},
+    {"solver": "dncnn_stop", "label": "DnCNN-stop", "params": _DNCNN_STOP_SMOKE, "budget": _DENOISING_SMOKE_BUDGET,
+     "problems": ["photos"], "only_scales": ["smoke"]},
+    {"solver": "dncnn_stop", "label": "DnCNN-stop", "params": {"n_layers": 20, "width": 64, "patch": 40,
+                                                               "stage1_steps": 10000, "policy_steps": 5000},
+     "only_scales": ["paper"]},
+]
+
+# The unrolled quadratic-energy denoiser of NeurIPS 2020 section 7.2 and its Fig. 7 (generalization
+# gap against k, GD and NAG, each k a separately trained model) on locally adaptive noise: f and g
+# with 3 channels and 2 hidden layers (about right), g = 0 (under-parameterized), f with 20
+# channels (over-parameterized). Paper scale only (the small scale's 15 minutes go to DnCNN);
+# at the smoke scale GD^4, 60 steps at lr 1e-2.
+_ENERGY_SIZES = (("about right", {}), ("under", {"g_layers": 0}), ("over", {"f_width": 20}))
+_ENERGY_DENOISERS = [
+    {"solver": "energy_denoiser", "label": "GD^4 energy", "params": {"k": 4, "patch": 8, "lr": 1e-2},
+     "budget": _DENOISING_SMOKE_BUDGET, "problems": ["photos"], "only_scales": ["smoke"]},
+    *({"solver": "energy_denoiser", "label": f"{algorithm.upper()}^k energy ({size})",
+       "params": {"algorithm": algorithm, "patch": 40, **params}, "sweep": {"k": [1, 2, 4, 8, 12, 16, 20]},
+       "problems": ["dead-leaves-adaptive"], "only_scales": ["paper"]}
+      for algorithm in ("gd", "nag") for size, params in _ENERGY_SIZES),
+]
+
 DENOISING = {
-    "description": "image denoising: wavelet soft-thresholding, TV and BM3D (non-blind, tuned on validation) "
-                   "on dead leaves and photographs, PSNR / SSIM per noise level and out of distribution "
-                   "(thesis 5.5.3, NeurIPS 2020 7.2)",
+    "description": "image denoising: wavelet soft-thresholding, TV and BM3D (non-blind, tuned on validation), "
+                   "DnCNN, DnCNN-stop and unrolled quadratic energies (blind, learned) on dead leaves and "
+                   "photographs, PSNR / SSIM per noise level and out of distribution (thesis 5.5.3, NeurIPS 2020 7.2)",
     "seeds": {"smoke": [0], "small": [0], "paper": [0, 1, 2]},
+    "budget": {
+        "steps": 30000, "batch_size": 128, "eval_every": 500, "patience": 10,
+        "scales": {"smoke": _DENOISING_SMOKE_BUDGET,
+                   "small": {"steps": 500, "batch_size": 32, "eval_every": 50, "patience": 4}},
+    },
     "problems": [
         {"family": "denoising", "label": "dead-leaves", "settings": {**_DENOISING_SIZES, "source": "dead_leaves"},
          "scales": _DENOISING_SCALES},
@@ -309,5 +371,5 @@ DENOISING = {
     "solvers": _DENOISERS + [
         {"solver": "bm3d", "label": "BM3D", "problems": ["photos"], "only_scales": ["small"]},
         {"solver": "bm3d", "label": "BM3D", "only_scales": ["paper"]},
-    ],
+    ] + _LEARNED_DENOISERS + _ENERGY_DENOISERS,
 }

@@ -330,10 +330,15 @@ def test_denoising_suite_plans_at_each_scale():
     pairs = {scale: {(c.problem_label, c.solver_label) for c in plan(REGISTRY, "denoising", definition, scale=scale)}
              for scale in ("smoke", "small", "paper")}
     classical = {"Wavelet (soft)", "Wavelet (soft, cycle spinning)", "TV (Chambolle)"}
-    assert pairs["smoke"] == {(p, s) for p in ("dead-leaves", "photos") for s in classical}
+    learned = {"DnCNN", "DnCNN-stop"}
+    energy = {f"{a}^k energy ({size})" for a in ("GD", "NAG") for size in ("about right", "under", "over")}
+    assert pairs["smoke"] == {(p, s) for p in ("dead-leaves", "photos") for s in classical} | {
+        ("photos", s) for s in learned | {"GD^4 energy"}}
     problems = ("dead-leaves", "dead-leaves-adaptive", "photos")
-    assert pairs["small"] == {(p, s) for p in problems for s in classical} | {("photos", "BM3D")}
-    assert pairs["paper"] == {(p, s) for p in problems for s in classical | {"BM3D"}}
+    assert pairs["small"] == {(p, s) for p in problems for s in classical} | {("photos", "BM3D")} | {
+        (p, s) for p in ("dead-leaves", "photos") for s in learned}
+    assert pairs["paper"] == {(p, s) for p in problems for s in classical | {"BM3D"} | learned} | {
+        ("dead-leaves-adaptive", s) for s in energy}
     paper = plan(REGISTRY, "denoising", definition, scale="paper")[0]
     assert paper.settings["crop"] == 180 and paper.settings["test_sigma"] == [15.0, 25.0, 35.0, 45.0, 55.0]
     assert paper.settings["ood_sigma"] == [65.0, 75.0] and paper.settings["train_sigma"] == [0.0, 55.0]

@@ -110,6 +110,10 @@ class Solution:
         axis = instance), e.g. the energy ``Q_theta(x)`` of a hybrid model's
         neural module; the family's ``evaluate_extras`` turns those it knows
         into metrics against the target, which the solver never sees.
+    converged : Tensor, optional
+        ``(N,)`` booleans: whether each instance met the solver's stopping
+        tolerance (rather than stopping at its iteration limit or its dtype's
+        precision). None for solvers run for a fixed number of iterations.
     """
 
     estimate: Any
@@ -117,6 +121,7 @@ class Solution:
     iterations: Any = None
     stop_distribution: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    converged: Any = None
 
 
 @dataclass(frozen=True)

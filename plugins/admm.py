@@ -59,6 +59,7 @@ def admm_lasso(term: LeastSquares, lam: float, rho: float, max_iter: int, tol: f
     Atb = term.Atb()
     z_out = b.new_zeros(N, n)
     iterations = torch.full((N,), max_iter, dtype=torch.long, device=b.device)
+    converged = torch.zeros(N, dtype=torch.bool, device=b.device)
     active = torch.arange(N, device=b.device)
     z, u = z_out.clone(), z_out.clone()
     path = [] if trajectory else None
@@ -79,12 +80,13 @@ def admm_lasso(term: LeastSquares, lam: float, rho: float, max_iter: int, tol: f
             if done.any():
                 z_out[active[done]] = z[done]
                 iterations[active[done]] = k
+                converged[active[done]] = True
                 keep = ~done
                 active, z, u = active[keep], z[keep], u[keep]
                 if active.numel() == 0:
                     break
     z_out[active] = z
-    return Solution(z_out, path, iterations)
+    return Solution(z_out, path, iterations, converged=converged if tol > 0 else None)
 
 
 class ADMM(ClassicalSolver):

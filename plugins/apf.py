@@ -207,7 +207,8 @@ def apf(term, lam: float, pen: Penalty, eta: float = 0.9, tol: float = 1e-4, max
     -------
     Solution
         ``estimate`` (the last iterate), ``trajectory``, ``iterations``
-        (proximal steps taken per instance).
+        (proximal steps taken per instance), ``converged`` (the target
+        stage met ``tol``; not when stalled or out of steps).
     """
     if not 0 < eta < 1:
         raise ValueError(f"eta must lie in (0, 1), got {eta}")
@@ -227,6 +228,7 @@ def apf(term, lam: float, pen: Penalty, eta: float = 0.9, tol: float = 1e-4, max
     Lk = term.curvature_scale().to(dtype)
     index = torch.arange(N, device=device)
     steps = torch.zeros(N, dtype=torch.long, device=device)
+    met = torch.zeros(N, dtype=torch.bool, device=device)  # the target stage's tolerance was met
     x_out = x.clone()
     path = [] if trajectory else None
 
@@ -248,6 +250,7 @@ def apf(term, lam: float, pen: Penalty, eta: float = 0.9, tol: float = 1e-4, max
         stage_lam = torch.where(converged & ~final, torch.maximum(eta * stage_lam, target), stage_lam)
         if done.any():
             finished = torch.nonzero(done).flatten()
+            met[index.index_select(0, finished)] = (converged & final).index_select(0, finished)
             x_out.index_copy_(0, index.index_select(0, finished), x.index_select(0, finished))
             rows = torch.nonzero(~done).flatten()
             index = index.index_select(0, rows)
@@ -258,7 +261,7 @@ def apf(term, lam: float, pen: Penalty, eta: float = 0.9, tol: float = 1e-4, max
             path.append(term.finish(x_out.clone().index_copy_(0, index, x)))
     if index.numel():
         x_out.index_copy_(0, index, x)
-    return Solution(term.finish(x_out), path, steps)
+    return Solution(term.finish(x_out), path, steps, converged=met if tol > 0 else None)
 
 
 class APF(ClassicalSolver):

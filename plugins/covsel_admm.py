@@ -67,6 +67,7 @@ def covsel_admm(S: torch.Tensor, alpha: float, rho: float, relax: float, max_ite
     X = Z
     out = Z.clone()
     iterations = torch.full((N,), max_iter, dtype=torch.long, device=S.device)
+    converged = torch.zeros(N, dtype=torch.bool, device=S.device)
     index = torch.arange(N, device=S.device)
     path = [] if trajectory else None
     for k in range(1, max_iter + 1):
@@ -88,6 +89,7 @@ def covsel_admm(S: torch.Tensor, alpha: float, rho: float, relax: float, max_ite
                 where = index.index_select(0, rows)
                 out.index_copy_(0, where, _estimate(X.index_select(0, rows), Z.index_select(0, rows)))
                 iterations[where] = k
+                converged[where] = True
                 keep = torch.nonzero(~done).flatten()
                 index = index.index_select(0, keep)
                 if index.numel() == 0:
@@ -96,7 +98,7 @@ def covsel_admm(S: torch.Tensor, alpha: float, rho: float, relax: float, max_ite
                 X = X.index_select(0, keep)
     if index.numel():
         out.index_copy_(0, index, _estimate(X, Z))
-    return Solution(out, path, iterations)
+    return Solution(out, path, iterations, converged=converged if tol > 0 else None)
 
 
 class CovselADMM(ClassicalSolver):

@@ -114,6 +114,7 @@ def gista(S: torch.Tensor, alpha: float, max_iter: int, tol: float, shrink: floa
     step = diag.amax(-1) ** -2
     out = Theta.clone()
     iterations = torch.full((N,), max_iter, dtype=torch.long, device=S.device)
+    converged = torch.zeros(N, dtype=torch.bool, device=S.device)  # duality gap at most tol
     index = torch.arange(N, device=S.device)  # batch positions of the running instances
     path = [] if trajectory else None
 
@@ -132,6 +133,7 @@ def gista(S: torch.Tensor, alpha: float, max_iter: int, tol: float, shrink: floa
         if tol > 0:
             done = glasso_duality_gap(Theta, S, alpha, W, g) <= tol  # Theta: the iterate after k - 1 steps
             if done.any():
+                converged[index.index_select(0, torch.nonzero(done).flatten())] = True
                 finish(done, k - 1)
                 if index.numel() == 0:
                     break
@@ -168,7 +170,7 @@ def gista(S: torch.Tensor, alpha: float, max_iter: int, tol: float, shrink: floa
         out.index_copy_(0, index, Theta)
     if path is not None and not tol > 0:
         path.extend(out.clone() for _ in range(max_iter - len(path)))  # every instance stalled: T points all the same
-    return Solution(out, path, iterations)
+    return Solution(out, path, iterations, converged=converged if tol > 0 else None)
 
 
 class GISTA(ClassicalSolver):

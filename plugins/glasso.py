@@ -29,26 +29,31 @@ from l2obench.tuning import ClassicalSolver
 
 
 def _solve_chunk(S: np.ndarray, alpha: float, mode: str, tol: float, enet_tol: float, max_iter: int):
-    """Solve the instances of ``S`` ``(n, d, d)``; returns ``(precisions, n_iter, failed)``."""
+    """Solve the instances of ``S`` ``(n, d, d)``; returns ``(precisions, n_iter, failed, converged)``."""
     from sklearn.covariance import graphical_lasso
     from sklearn.exceptions import ConvergenceWarning
 
     precisions = np.empty_like(S)
     n_iter = np.zeros(S.shape[0], dtype=np.int64)
     failed = np.zeros(S.shape[0], dtype=bool)
+    converged = np.zeros(S.shape[0], dtype=bool)
     for i in range(S.shape[0]):
         try:
-            with warnings.catch_warnings():
-                # Non-convergence is reported through n_iter == max_iter, not by warnings.
-                warnings.simplefilter("ignore", ConvergenceWarning)
+            with warnings.catch_warnings(record=True) as caught:
+                # scikit-learn warns "graphical_lasso: did not converge" when its gap is above tol at max_iter.
+                warnings.simplefilter("always", ConvergenceWarning)
                 _, precisions[i], n_iter[i] = graphical_lasso(S[i], alpha, mode=mode, tol=tol, enet_tol=enet_tol,
                                                               max_iter=max_iter, return_n_iter=True)
             failed[i] = not np.isfinite(precisions[i]).all()
+            # (the inner coordinate descent warns too, under enet_tol: not the outer loop's tolerance)
+            converged[i] = not failed[i] and not any(issubclass(w.category, ConvergenceWarning)
+                                                     and str(w.message).startswith("graphical_lasso")
+                                                     for w in caught)
         except (FloatingPointError, ValueError, np.linalg.LinAlgError):
             failed[i] = True
         if failed[i]:
             precisions[i] = np.diag(1.0 / np.diag(S[i]))
-    return precisions, n_iter, failed
+    return precisions, n_iter, failed, converged
 
 
 def graphical_lasso_batch(S: torch.Tensor, alpha: float, mode: str = "cd", tol: float = 1e-4,
@@ -74,20 +79,22 @@ def graphical_lasso_batch(S: torch.Tensor, alpha: float, mode: str = "cd", tol: 
         ``(N,)`` iterations scikit-learn used (0 where it failed).
     failed : torch.Tensor
         ``(N,)`` bool, True where scikit-learn raised or returned non-finite values.
+    converged : torch.Tensor
+        ``(N,)`` bool, True where scikit-learn met ``tol`` (it did not warn of non-convergence).
     """
     S_np = S.detach().to("cpu", torch.float64).numpy()
     args = (float(alpha), mode, tol, enet_tol, max_iter)
     if n_jobs == 1 or S_np.shape[0] < 2:
-        precision, n_iter, failed = _solve_chunk(S_np, *args)
+        precision, n_iter, failed, converged = _solve_chunk(S_np, *args)
     else:
         from joblib import Parallel, delayed
 
         chunks = [c for c in np.array_split(S_np, n_jobs) if len(c)]
         parts = Parallel(n_jobs=len(chunks))(delayed(_solve_chunk)(c, *args) for c in chunks)
-        precision, n_iter, failed = (np.concatenate(p) for p in zip(*parts))
+        precision, n_iter, failed, converged = (np.concatenate(p) for p in zip(*parts))
     n_iter = np.where(failed, 0, n_iter)
     as_tensor = lambda a: torch.from_numpy(a).to(S.device)  # noqa: E731
-    return as_tensor(precision).to(S.dtype), as_tensor(n_iter), as_tensor(failed)
+    return as_tensor(precision).to(S.dtype), as_tensor(n_iter), as_tensor(failed), as_tensor(converged)
 
 
 class GLASSO(ClassicalSolver):
@@ -105,13 +112,13 @@ class GLASSO(ClassicalSolver):
     """
 
     def solve(self, observation, trajectory=False) -> Solution:
-        precision, n_iter, failed = graphical_lasso_batch(observation["S"], self.alpha, self.mode, self.tol,
-                                                          self.enet_tol, self.max_iter, self.n_jobs)
+        precision, n_iter, failed, converged = graphical_lasso_batch(
+            observation["S"], self.alpha, self.mode, self.tol, self.enet_tol, self.max_iter, self.n_jobs)
         self.failures_ = failed
         if getattr(self, "_recording", None) is not None:
             self._recording.append({"alpha": self.alpha, "failures": int(failed.sum()),
-                                    "not_converged": int((n_iter >= self.max_iter).sum())})
-        return Solution(precision, None, n_iter)
+                                    "not_converged": int((~converged).sum())})
+        return Solution(precision, None, n_iter, converged=converged)
 
     def fit(self, context: FitContext) -> "GLASSO":
         self._recording = []

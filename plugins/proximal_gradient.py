@@ -128,6 +128,7 @@ def proximal_gradient(term: LeastSquares, lam: float, step: float, max_iter: int
     running = _Running(A, b, float(step / L) if L.dim() == 0 else (step / L).unsqueeze(-1))
     x_out = b.new_zeros(N, n)
     iterations = torch.full((N,), max_iter, dtype=torch.long, device=b.device)
+    converged = torch.zeros(N, dtype=torch.bool, device=b.device)
     x = x_out.clone()
     y = x.clone()
     t = b.new_ones(N)
@@ -147,6 +148,7 @@ def proximal_gradient(term: LeastSquares, lam: float, step: float, max_iter: int
                 where = running.index.index_select(0, finished)
                 x_out.index_copy_(0, where, point.index_select(0, finished))
                 iterations[where] = k - 1
+                converged[where] = True
                 if path:  # the trajectory ends at the certified point
                     path[-1].index_copy_(0, where, point.index_select(0, finished))
                 rows = torch.nonzero(~done).flatten()
@@ -182,10 +184,11 @@ def proximal_gradient(term: LeastSquares, lam: float, step: float, max_iter: int
                 path.append(x.clone())
             else:
                 path.append(x_out.clone().index_copy_(0, running.index, x))
+    converged = converged if tol > 0 else None
     if running.index.numel() == N:
-        return Solution(x, path, iterations)
+        return Solution(x, path, iterations, converged=converged)
     x_out.index_copy_(0, running.index, x)
-    return Solution(x_out, path, iterations)
+    return Solution(x_out, path, iterations, converged=converged)
 
 
 class ISTA(ClassicalSolver):

@@ -1,10 +1,11 @@
-"""The ``l2obench`` command line: ``list``, ``run``, ``leaderboard`` and ``probe``.
+"""The ``l2obench`` command line: ``list``, ``run``, ``leaderboard``, ``compare``, ``report`` and ``probe``.
 
 Heavy modules (torch, pandas) are imported inside the commands that need them,
 so ``l2obench list`` starts quickly.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -105,6 +106,39 @@ def _cell_timeout(value: float | None, scale: str) -> float | None:
     return DEFAULT_CELL_TIMEOUT.get(scale) if value is None else value or None
 
 
+def _check_execution(executor: str, jobs: int, scheduler: str | None, workers: int | None) -> None:
+    """Refuse options that do not belong to the chosen executor."""
+    if executor != "local" and jobs != 1:
+        raise UsageError(f"-j is for --executor local; a Dask cluster's size is its workers (--executor {executor})")
+    if scheduler is not None and executor != "dask":
+        raise UsageError("--scheduler goes with --executor dask")
+    if executor == "dask" and not scheduler:
+        raise UsageError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
+    if workers is not None and executor != "dask-local":
+        raise UsageError("--workers goes with --executor dask-local (on this machine, use -j)")
+
+
+def _worker_counts(executor: str, jobs: int, workers: int | None, threads: int | None):
+    """``(workers, threads per worker)`` of a parallel run, by the thread policy (``l2obench.threads``)."""
+    from l2obench import threads as thread_policy
+
+    if executor == "local":
+        return jobs, thread_policy.threads_per_worker(jobs, threads)
+    if executor == "dask-local":
+        workers = workers or thread_policy.available_cores()
+        return workers, thread_policy.threads_per_worker(workers, threads)
+    return None, threads or 1  # a Dask worker thread computes one cell at a time
+
+
+def _executor(executor: str, scheduler: str | None, workers: int | None, config):
+    """The process pool or Dask executor computing the cells (``config``: a ``WorkerConfig``)."""
+    from l2obench.executors import DaskExecutor, ProcessPool
+
+    if executor == "local":
+        return ProcessPool(config, workers)
+    return DaskExecutor(config, scheduler=scheduler, workers=workers)
+
+
 @cli.command()
 @click.option("--suite", required=True, help="Registered suite name, or a .toml/.json suite file.")
 @click.option("--scale", type=click.Choice(["smoke", "small", "paper"]),
@@ -125,11 +159,26 @@ def _cell_timeout(value: float | None, scale: str) -> float | None:
               help="Data and model cache [default: $L2OBENCH_CACHE or ~/.cache/l2obench].")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the cache.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Cells computed at once, each in a worker process of this machine (1: in this process).")
+@click.option("--executor", type=click.Choice(["local", "dask", "dask-local"]), default="local", show_default=True,
+              help="Where cells are computed: this machine (-j), an existing Dask cluster (--scheduler), or a Dask "
+                   "LocalCluster started here (--workers).")
+@click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes of --executor dask-local "
+              "[default: the cores available].")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Torch/BLAS threads per worker [default: cores // workers with -j and dask-local; 1 per cell "
+                   "on a Dask cluster; torch's default in a serial run].")
 @_plugin_option
 @_strict_option
 def run(suite, scale, seeds, solvers, problems, device, results, resume, cell_timeout, cache_dir, no_cache,
-        no_progress, plugins, strict_plugins):
+        no_progress, jobs, executor, scheduler, workers, threads, plugins, strict_plugins):
     """Run a suite: generate data, fit every solver, evaluate, write Parquet results."""
+    from l2obench import threads as thread_policy
+
+    thread_policy.passive_wait()  # before torch is imported
+    _check_execution(executor, jobs, scheduler, workers)
     from l2obench.identity import SuiteSource
     from l2obench.suites import default_scale, plan
 
@@ -149,15 +198,30 @@ def run(suite, scale, seeds, solvers, problems, device, results, resume, cell_ti
 
     torch_device = resolve_device(device)
     results = Path(results) if results else Path("l2obench-results") / f"{Path(suite_name).stem}-{scale}"
-    with Runner(registry, cells, results, torch_device, Cache(cache_dir, enabled=not no_cache),
-                resume=resume, progress=not no_progress, argv=sys.argv, echo=click.echo,
-                suite=SuiteSource.of(suite_name, definition, suite_path),
-                cell_timeout=_cell_timeout(cell_timeout, scale)) as runner:
+    timeout = _cell_timeout(cell_timeout, scale)
+    pool, execution = None, None
+    if executor != "local" or jobs > 1:  # started before the run directory is, so a failure leaves none
+        from l2obench.executors import WorkerConfig
+
+        workers, threads = _worker_counts(executor, jobs, workers, threads)
+        execution = {"executor": executor, "workers": workers, "threads": threads, "scheduler": scheduler}
+        pool = _executor(executor, scheduler, workers, WorkerConfig(
+            device=device if executor == "dask" else str(torch_device),
+            cache_dir=str(Path(cache_dir).resolve()) if cache_dir else None, cache_enabled=not no_cache,
+            cell_timeout=timeout, threads=threads, plugin_files=tuple(str(Path(f).resolve()) for f in plugins),
+            strict_plugins=strict_plugins))
+    with pool if pool is not None else contextlib.nullcontext(), \
+            thread_policy.applied(threads if pool is None else None), \
+            Runner(registry, cells, results, torch_device, Cache(cache_dir, enabled=not no_cache),
+                   resume=resume, progress=not no_progress, argv=sys.argv, echo=click.echo,
+                   suite=SuiteSource.of(suite_name, definition, suite_path), cell_timeout=timeout,
+                   execution=execution) as runner:
         limit = f"{runner.cell_timeout:g} s per cell" if runner.cell_timeout else "no time limit per cell"
+        where = f", on {pool.describe()}" if pool is not None else ""
         click.echo(f"l2obench {__version__}: suite {suite_name}, scale {scale}, {len(cells)} cells, "
-                   f"device {torch_device}, {limit}, results in {results}")
+                   f"device {torch_device}, {limit}{where}, results in {results}")
         try:
-            summary = runner.run()
+            summary = runner.run(pool)
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted: finished cells are in {results}; continue with the same command "
                        f"and --resume", err=True)
@@ -190,11 +254,62 @@ def leaderboard_command(results, fmt, metrics, split, output):
     from l2obench import leaderboard
     from l2obench.results import read_results
 
-    text = leaderboard.render(leaderboard.table(read_results(results), metrics, split), fmt)
+    with _pooling_warnings():
+        text = leaderboard.render(leaderboard.table(read_results(results), metrics, split), fmt)
     if output:
         Path(output).write_text(text)
     else:
         click.echo(text, nl=False)
+
+
+@contextlib.contextmanager
+def _pooling_warnings():
+    """Show ``l2obench.pooling`` warnings (a repeated cell, a shared label) as one line each on stderr."""
+    import warnings
+
+    from l2obench.pooling import PoolingWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PoolingWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, PoolingWarning):
+            click.echo(f"l2obench: warning: {warning.message}", err=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+
+@cli.command("compare")
+@click.argument("run_a", type=click.Path())
+@click.argument("run_b", type=click.Path())
+@click.option("--metric", help="Metric compared [default: each family's primary metric].")
+@click.option("--split", default="test", show_default=True, help="Split whose values are compared.")
+@click.option("--subset", default="all", show_default=True, help="Subset, e.g. snr=20 or M=80.")
+@click.option("--format", "fmt", type=click.Choice(["terminal", "markdown", "csv"]), default="terminal",
+              show_default=True)
+def compare_command(run_a, run_b, metric, split, subset, fmt):
+    """Per cell present in both runs (same settings, solver, parameters, seed): A, B and B - A."""
+    from l2obench import compare
+    from l2obench.results import read_results
+
+    with _pooling_warnings():
+        table = compare.compare(read_results([run_a]), read_results([run_b]), metric, split, subset)
+    click.echo(compare.render(table, fmt), nl=False)
+
+
+@cli.command("report")
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Directory written: index.html and its figures.")
+@click.option("--split", default="test", show_default=True, help="Split whose metrics are shown.")
+def report_command(results, output, split):
+    """Write a static HTML report (leaderboards and figures) that opens offline."""
+    from l2obench import report
+    from l2obench.results import read_results
+
+    with _pooling_warnings():
+        index = report.write_report(read_results(results), output, split=split, sources=results)
+    click.echo(f"report: {index}")
 
 
 def _named_values(text: str, what: str) -> tuple[str, dict]:

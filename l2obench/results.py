@@ -52,7 +52,7 @@ def result_files(paths: Iterable[str | Path]) -> list[Path]:
             raise UsageError(f"no results at {p}")
     if not found:
         raise UsageError(f"no result files (*.parquet) under {', '.join(map(str, paths))}")
-    return found
+    return list({f.resolve(): f for f in found}.values())  # a file named twice is read once
 
 
 def read_results(paths: Iterable[str | Path]):

@@ -5,6 +5,11 @@ A run lives in a results directory: ``run.json`` (what was run) and
 starts, so an interrupted run continues with ``resume=True`` without
 recomputing finished cells whose identity is unchanged (``l2obench.resume``).
 The directory is locked while a runner is open (``l2obench.lock``).
+
+Computing a cell (``CellComputer.compute``) and recording it (``Runner.record``:
+the cell file, a failed cell's traceback log) are separate steps, so that worker
+processes or a cluster (``l2obench.executors``) compute while the runner alone
+writes to its directory.
 """
 from __future__ import annotations
 
@@ -35,11 +40,12 @@ from l2obench.data import Splits, make_splits
 from l2obench.errors import DivergedError, InvalidEstimateError, UsageError
 from l2obench.hashing import canonical_json, content_key, source_digest
 from l2obench.identity import Identities, SuiteSource, sweep_json
+from l2obench.limits import cell_time_limit
 from l2obench.lock import LOCK_NAME, RunLock
 from l2obench.results import write_parquet
 from l2obench.resume import reconcile
 from l2obench.suites import Cell
-from l2obench.timeout import CellTimeout, time_limit
+from l2obench.timeout import CellTimeout
 from l2obench.timing import describe_device, interleaved_seconds, single_instance_latency, timed_solve
 
 # Trajectories keep at most this many iterations (all of them when T is below);
@@ -67,6 +73,17 @@ class CellOutcome:
 
 
 @dataclass
+class CellResult:
+    """A computed cell before it is written: its rows, status and, for a failed cell, the traceback."""
+
+    status: str
+    rows: list[dict[str, Any]]
+    message: str = ""
+    summary: str = ""
+    traceback: str | None = None
+
+
+@dataclass
 class RunSummary:
     results_dir: Path
     outcomes: list[CellOutcome] = field(default_factory=list)
@@ -78,6 +95,18 @@ class RunSummary:
     @property
     def failed(self) -> list[CellOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
+
+
+def run_context(run_id: str, device: torch.device) -> dict[str, Any]:
+    """Columns shared by every row a process computes for run ``run_id``."""
+    return {
+        "run_id": run_id,
+        "device": describe_device(device),
+        "l2obench_version": l2obench.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": _git_commit(),
+    }
 
 
 def _git_commit() -> str | None:
@@ -133,175 +162,45 @@ def recorded_iterations(n_iterations: int, points: int = TRAJECTORY_POINTS) -> l
     return sorted(set(spaced) | {n_iterations})
 
 
-class Runner:
-    """Runs planned cells and writes their results.
+class CellComputer:
+    """Computes cells into rows; writes nothing but cache entries.
 
-    The results directory is locked from construction until ``close`` (or the
-    end of a ``with`` block, or the process).
+    Holds the last data setting's splits in memory, so cells ordered by data
+    draw (or load) each setting once.
 
     Parameters
     ----------
     registry : Registry
-    cells : sequence of Cell
-    results_dir : path
     device : torch.device
     cache : Cache
-    resume : bool
-        Continue the run stored in ``results_dir``: finished cells whose
-        identity is unchanged are skipped, changed and corrupt cell files are
-        moved aside (``l2obench.resume.reconcile``).
+    run_id : str
+        Recorded in every row.
     progress : bool
         Show progress bars.
-    echo : callable
-        Where one line per cell is printed.
-    argv : sequence of str
-        The command line, recorded in ``run.json``.
-    suite : SuiteSource, optional
-        The suite by content, recorded in ``run.json`` and checked on resume
-        (without it, the cells' suite name is compared).
     cell_timeout : float, optional
         Seconds a cell may run (data, fit, solve and evaluation) before it is
-        recorded as ``timeout`` (``l2obench.timeout.time_limit``); None or 0: no limit.
-
-    Raises
-    ------
-    UsageError
-        If another run holds the directory, it cannot be written, or it holds
-        another run (see ``resume``).
+        recorded as ``timeout`` (``l2obench.limits.cell_time_limit``, in any
+        thread); None or 0: no limit.
+    identities : Identities, optional
+        Shared with the caller when given.
     """
 
-    def __init__(self, registry, cells: Sequence[Cell], results_dir: str | Path, device: torch.device,
-                 cache: Cache, resume: bool = False, progress: bool = True,
-                 echo: Callable[[str], None] = print, argv: Sequence[str] = (),
-                 suite: SuiteSource | None = None, cell_timeout: float | None = None):
+    def __init__(self, registry, device: torch.device, cache: Cache, run_id: str, progress: bool = True,
+                 cell_timeout: float | None = None, identities: Identities | None = None):
         self.registry = registry
-        self.cells = list(cells)
-        self.results_dir = Path(results_dir)
         self.device = device
         self.cache = cache
         self.progress_enabled = progress
-        self.echo = echo
         self.cell_timeout = cell_timeout
-        self.identities = Identities(registry)
-        self._check_not_foreign()
-        self._lock = RunLock(self.results_dir)
-        try:
-            self.run_id = self._open_run(resume, list(argv), suite)
-            self._on_disk = reconcile(self.results_dir, self.cells, self.identities, echo) if resume else {}
-        except BaseException:
-            self._lock.release()
-            raise
+        self.identities = identities or Identities(registry)
+        self.run_id = run_id
         self._data: tuple[str, Splits] | None = None
-        self._context = {
-            "run_id": self.run_id,
-            "device": describe_device(device),
-            "l2obench_version": l2obench.__version__,
-            "torch_version": torch.__version__,
-            "python_version": platform.python_version(),
-            "git_commit": _git_commit(),
-        }
-
-    # -- run directory -------------------------------------------------------
-    def close(self) -> None:
-        """Release the results directory's lock."""
-        self._lock.release()
-
-    def __enter__(self) -> "Runner":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    @property
-    def cells_dir(self) -> Path:
-        return self.results_dir / "cells"
-
-    def cell_path(self, cell: Cell) -> Path:
-        return self.cells_dir / f"{cell.cell_id}.parquet"
-
-    def _check_not_foreign(self) -> None:
-        if (self.results_dir.is_dir() and not (self.results_dir / "run.json").exists()
-                and any(p.name != LOCK_NAME for p in self.results_dir.iterdir())):
-            raise UsageError(f"{self.results_dir} exists and is not an l2obench run directory; choose another --results")
-
-    def _open_run(self, resume: bool, argv: list[str], source: SuiteSource | None) -> str:
-        manifest = self.results_dir / "run.json"
-        suite, scale = self.cells[0].suite if self.cells else "", self.cells[0].scale if self.cells else ""
-        if manifest.exists():
-            info = json.loads(manifest.read_text())
-            if not resume:
-                raise UsageError(f"{self.results_dir} already holds run {info['run_id']} ({info['suite']}, "
-                                 f"scale {info['scale']}); add --resume to continue it, or choose another --results")
-            same_suite = source.matches(info) if source is not None else info["suite"] == suite
-            if not same_suite or info["scale"] != scale:
-                raise UsageError(f"cannot resume: {self.results_dir} holds suite {info['suite']} at scale "
-                                 f"{info['scale']}, not {suite} at scale {scale}")
-            # Rows of one run name its suite alike, however its file was spelled on each resume.
-            self.cells = [dataclasses.replace(c, suite=info["suite"]) for c in self.cells]
-            if source is not None and info.get("suite_content") != source.content:
-                self._note_suite_change(manifest, info, source)
-            kernels = cpu_kernels()
-            if info.get("cpu_kernels") != kernels:
-                # Cells finished from here on may differ in their last bits from the earlier ones.
-                info.setdefault("resumed_with_other_kernels", []).append({
-                    "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "device": describe_device(self.device), "cpu_kernels": kernels})
-                write_atomically(manifest, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
-                if "cpu_kernels" in info:
-                    self.echo(f"note: resuming with other CPU kernels than run {info['run_id']} started with "
-                              f"(recorded in {manifest})")
-            return info["run_id"]
-        run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-        self.cells_dir.mkdir(parents=True, exist_ok=True)
-        origin = {"suite_origin": source.origin, "suite_content": source.content} if source is not None else {}
-        manifest.write_text(json.dumps({
-            "run_id": run_id, "suite": suite, **origin, "scale": scale, "argv": argv,
-            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "cells": len(self.cells), "device": describe_device(self.device),
-            "cpu_kernels": cpu_kernels()}, indent=2) + "\n")
-        return run_id
-
-    def _note_suite_change(self, manifest: Path, info: dict, source: SuiteSource) -> None:
-        """Record the suite's content in ``run.json``, and a change of it under ``suite_changes``
-        (a run recorded before suite contents were gets the content only)."""
-        if "suite_content" in info:
-            self.echo(f"note: suite {source.name} changed since run {info['run_id']} started; cells whose "
-                      "identity changed run again")
-            info.setdefault("suite_changes", []).append({
-                "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "suite_origin": source.origin, "suite_content": source.content})
-        info.update(suite_origin=source.origin, suite_content=source.content)
-        write_atomically(manifest, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
-
-    def _done(self, cell: Cell) -> str | None:
-        """Status of a finished cell on disk whose identity is the planned one (failed and timed-out
-        cells are run again)."""
-        status = self._on_disk.get(cell.cell_id)
-        return None if status in ("failed", "timeout") else status
+        self._context = run_context(run_id, device)
 
     def bar(self, total: int, desc: str):
         # disable=None: bars only on a terminal, so logs stay clean.
         return tqdm(total=total, desc=desc, leave=False, disable=None if self.progress_enabled else True,
                     file=sys.stderr, dynamic_ncols=True)
-
-    # -- the loop --------------------------------------------------------------
-    def run(self) -> RunSummary:
-        summary = RunSummary(self.results_dir)
-        start = time.perf_counter()
-        width = len(str(len(self.cells)))
-        for i, cell in enumerate(self.cells, 1):
-            prefix = f"[{i:>{width}}/{len(self.cells)}] {cell.describe()}"
-            done = self._done(cell)
-            if done is not None:
-                summary.outcomes.append(CellOutcome(cell, done, skipped=True))
-                self.echo(f"{prefix}: {done} (on disk, skipped)")
-                continue
-            outcome = self.run_cell(cell)
-            summary.outcomes.append(outcome)
-            detail = outcome.summary if outcome.status == "ok" else outcome.message
-            self.echo(f"{prefix}: {outcome.status}  {detail}")
-        summary.seconds = time.perf_counter() - start
-        return summary
 
     def data_for(self, cell: Cell) -> Splits:
         """The cell's splits; the last setting's are kept in memory (cells are ordered by data)."""
@@ -311,16 +210,16 @@ class Runner:
             self._data = (cell.data_key, make_splits(spec, cell.settings, cell.seed, self.cache, progress=self.bar))
         return self._data[1]
 
-    def run_cell(self, cell: Cell) -> CellOutcome:
-        """Run one cell and write its rows; an exception, a non-finite estimate or the time limit
-        (``cell_timeout``) becomes one row of status failed, diverged or timeout."""
+    def compute(self, cell: Cell) -> CellResult:
+        """Compute one cell; an exception, a non-finite estimate or the time limit (``cell_timeout``)
+        becomes one row of status failed, diverged or timeout."""
         data_hash = None
         try:
-            with time_limit(self.cell_timeout):
+            with cell_time_limit(self.cell_timeout):
                 data = self.data_for(cell)
                 data_hash = data.hashes.get("test")
                 rows, summary = self._measure(cell, data)
-            status, message = "ok", ""
+            return CellResult("ok", rows, summary=summary)
         except KeyboardInterrupt:
             raise
         # A broken solver must not stop the run, even one calling sys.exit (SystemExit).
@@ -328,15 +227,9 @@ class Runner:
             diverged = isinstance(exc, DivergedError)
             status = "diverged" if diverged else "timeout" if isinstance(exc, CellTimeout) else "failed"
             message = f"{'' if diverged else type(exc).__name__ + ': '}{exc}"
-            rows, summary = [self._row(cell, metric="error", value=None, status=status, message=message,
-                                       data_hash=data_hash)], ""
-            if not diverged:
-                log = self.results_dir / "logs" / f"{cell.cell_id}.log"
-                log.parent.mkdir(parents=True, exist_ok=True)
-                log.write_text(f"{cell.describe()}\n\n{traceback.format_exc()}")
-                message += f" (traceback: {log})"
-        write_parquet(rows, self.cell_path(cell))
-        return CellOutcome(cell, status, message, summary)
+            rows = [self._row(cell, metric="error", value=None, status=status, message=message,
+                              data_hash=data_hash)]
+            return CellResult(status, rows, message, traceback=None if diverged else traceback.format_exc())
 
     # -- measuring one cell ------------------------------------------------------
     def _row(self, cell: Cell, *, metric: str, value: float | None, split: str | None = None,
@@ -413,6 +306,9 @@ class Runner:
                             split="test", direction="lower", data_hash=h))
             rows += [row(metric="stop_fraction", value=fraction, split="test", iteration=t, data_hash=h)
                      for t, fraction in _stop_fractions(solution.iterations)]
+        if solution.converged is not None:
+            rows.append(row(metric="converged_fraction", value=float(solution.converged.float().mean()),
+                            split="test", direction="higher", data_hash=h))
         full_depth = getattr(solver, "full_depth", None)
         if callable(full_depth):
             # Adaptive-depth solvers: what stopping saves against running every layer, timed in turn.
@@ -456,33 +352,25 @@ class Runner:
 
     def _trajectory_rows(self, cell, family, solver, test: Instances, solve_seconds: float, row, direction,
                          data_hash) -> list[dict]:
-        """Per-iteration metric of the test split, from chunks of at most TRAJECTORY_CHUNK_BYTES."""
+        """Per-iteration metric of the test split, from chunks of at most TRAJECTORY_CHUNK_BYTES.
+
+        The trajectory covers every iteration any test instance runs: an instance that
+        has stopped keeps its final iterate, and so does a chunk whose instances have
+        all stopped, so the last point is the metric of the estimate.
+        """
         probe = solver.solve(test.subset(slice(0, 1)).observation(), trajectory=True).trajectory
         if not probe:
             return []
-        n_iter = len(probe)
-        keep = recorded_iterations(n_iter)
-        per_instance_bytes = probe[0].numel() * probe[0].element_size() * n_iter
-        chunk = max(1, TRAJECTORY_CHUNK_BYTES // per_instance_bytes)
-        kept: dict[int, list] = {t: [] for t in keep}
-        stop_distribution = []
-        bar = self.bar(len(test), f"trajectory {cell.solver_label}")
-        with torch.no_grad():
-            for start in range(0, len(test), chunk):
-                part = test.subset(slice(start, start + chunk))
-                solution = solver.solve(part.observation(), trajectory=True)
-                for t in keep:
-                    kept[t].append(solution.trajectory[t - 1])
-                if solution.stop_distribution is not None:
-                    stop_distribution.append(solution.stop_distribution)
-                bar.update(len(part))
-        bar.close()
+        n_iter, pass_ = len(probe), None
+        while pass_ is None:  # a chunk running longer than assumed sets the length, and the pass restarts
+            pass_, n_iter = self._trajectory_pass(cell, solver, test, probe[0], n_iter)
+        kept, stop_distribution = pass_
         rows = []
         if stop_distribution:  # a learned stopping policy's q(t), averaged over the test split
             mean = torch.cat(stop_distribution).double().mean(0)
             rows += [row(metric="stop_probability", value=float(p), split="test", iteration=t,
                          data_hash=data_hash) for t, p in enumerate(mean.tolist(), 1)]
-        for t in keep:
+        for t in list(kept):
             # Cumulative wall-clock assumes a uniform cost per iteration of the timed batched solve.
             for m in family.evaluate(torch.cat(kept.pop(t)), test):
                 rows.append(row(metric=m.metric, value=m.value, split="test", subset=m.subset, iteration=t,
@@ -490,6 +378,241 @@ class Runner:
                                 data_hash=data_hash))
         return rows
 
+    def _trajectory_pass(self, cell, solver, test: Instances, point: torch.Tensor, n_iter: int):
+        """``((kept iterates by iteration, stop distributions), n_iter)`` over the test split in
+        chunks, or ``(None, longer)`` as soon as a chunk runs ``longer`` than ``n_iter`` iterations."""
+        keep = recorded_iterations(n_iter)
+        chunk = max(1, TRAJECTORY_CHUNK_BYTES // (point.numel() * point.element_size() * n_iter))
+        kept: dict[int, list] = {t: [] for t in keep}
+        stop_distribution = []
+        bar = self.bar(len(test), f"trajectory {cell.solver_label}")
+        try:
+            with torch.no_grad():
+                for start in range(0, len(test), chunk):
+                    part = test.subset(slice(start, start + chunk))
+                    solution = solver.solve(part.observation(), trajectory=True)
+                    path = solution.trajectory
+                    if len(path) > n_iter:
+                        return None, len(path)
+                    for t in keep:  # past a chunk's last iteration, its instances hold their final iterates
+                        kept[t].append(path[min(t, len(path)) - 1])
+                    if solution.stop_distribution is not None:
+                        stop_distribution.append(solution.stop_distribution)
+                    bar.update(len(part))
+        finally:
+            bar.close()
+        return (kept, stop_distribution), n_iter
+
+
+class Runner(CellComputer):
+    """Runs planned cells and writes their results; the only writer of its results directory.
+
+    The results directory is locked from construction until ``close`` (or the
+    end of a ``with`` block, or the process).
+
+    Parameters
+    ----------
+    registry : Registry
+    cells : sequence of Cell
+    results_dir : path
+    device : torch.device
+    cache : Cache
+    resume : bool
+        Continue the run stored in ``results_dir``: finished cells whose
+        identity is unchanged are skipped, changed and corrupt cell files are
+        moved aside (``l2obench.resume.reconcile``).
+    progress : bool
+        Show progress bars.
+    echo : callable
+        Where one line per cell is printed.
+    argv : sequence of str
+        The command line, recorded in ``run.json``.
+    suite : SuiteSource, optional
+        The suite by content, recorded in ``run.json`` and checked on resume
+        (without it, the cells' suite name is compared).
+    cell_timeout : float, optional
+        Seconds a cell may run (data, fit, solve and evaluation) before it is
+        recorded as ``timeout`` (``l2obench.limits.cell_time_limit``); None or 0: no limit.
+    execution : dict, optional
+        How cells are computed (executor, workers, threads), recorded in a new
+        run's ``run.json``.
+
+    Raises
+    ------
+    UsageError
+        If another run holds the directory, it cannot be written, or it holds
+        another run (see ``resume``).
+    """
+
+    def __init__(self, registry, cells: Sequence[Cell], results_dir: str | Path, device: torch.device,
+                 cache: Cache, resume: bool = False, progress: bool = True,
+                 echo: Callable[[str], None] = print, argv: Sequence[str] = (),
+                 suite: SuiteSource | None = None, cell_timeout: float | None = None,
+                 execution: dict | None = None):
+        self.cells = list(cells)
+        self.results_dir = Path(results_dir)
+        self.device = device
+        self.echo = echo
+        self.identities = Identities(registry)
+        self._execution = execution
+        self._check_not_foreign()
+        self._lock = RunLock(self.results_dir)
+        try:
+            run_id = self._open_run(resume, list(argv), suite)
+            self._on_disk = reconcile(self.results_dir, self.cells, self.identities, echo) if resume else {}
+        except BaseException:
+            self._lock.release()
+            raise
+        super().__init__(registry, device, cache, run_id, progress=progress, cell_timeout=cell_timeout,
+                         identities=self.identities)
+
+    # -- run directory -------------------------------------------------------
+    def close(self) -> None:
+        """Release the results directory's lock."""
+        self._lock.release()
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def cells_dir(self) -> Path:
+        return self.results_dir / "cells"
+
+    def cell_path(self, cell: Cell) -> Path:
+        return self.cells_dir / f"{cell.cell_id}.parquet"
+
+    def _check_not_foreign(self) -> None:
+        if (self.results_dir.is_dir() and not (self.results_dir / "run.json").exists()
+                and any(p.name != LOCK_NAME for p in self.results_dir.iterdir())):
+            raise UsageError(f"{self.results_dir} exists and is not an l2obench run directory; choose another --results")
+
+    def _open_run(self, resume: bool, argv: list[str], source: SuiteSource | None) -> str:
+        manifest = self.results_dir / "run.json"
+        suite, scale = self.cells[0].suite if self.cells else "", self.cells[0].scale if self.cells else ""
+        if manifest.exists():
+            info = json.loads(manifest.read_text())
+            if not resume:
+                raise UsageError(f"{self.results_dir} already holds run {info['run_id']} ({info['suite']}, "
+                                 f"scale {info['scale']}); add --resume to continue it, or choose another --results")
+            same_suite = source.matches(info) if source is not None else info["suite"] == suite
+            if not same_suite or info["scale"] != scale:
+                raise UsageError(f"cannot resume: {self.results_dir} holds suite {info['suite']} at scale "
+                                 f"{info['scale']}, not {suite} at scale {scale}")
+            # Rows of one run name its suite alike, however its file was spelled on each resume.
+            self.cells = [dataclasses.replace(c, suite=info["suite"]) for c in self.cells]
+            if source is not None and info.get("suite_content") != source.content:
+                self._note_suite_change(manifest, info, source)
+            kernels = cpu_kernels()
+            if info.get("cpu_kernels") != kernels:
+                # Cells finished from here on may differ in their last bits from the earlier ones.
+                info.setdefault("resumed_with_other_kernels", []).append({
+                    "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "device": describe_device(self.device), "cpu_kernels": kernels})
+                write_atomically(manifest, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
+                if "cpu_kernels" in info:
+                    self.echo(f"note: resuming with other CPU kernels than run {info['run_id']} started with "
+                              f"(recorded in {manifest})")
+            return info["run_id"]
+        run_id = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        origin = {"suite_origin": source.origin, "suite_content": source.content} if source is not None else {}
+        manifest.write_text(json.dumps({
+            "run_id": run_id, "suite": suite, **origin, "scale": scale, "argv": argv,
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "cells": len(self.cells), "device": describe_device(self.device),
+            "cpu_kernels": cpu_kernels(), **({"execution": self._execution} if self._execution else {})},
+            indent=2) + "\n")
+        return run_id
+
+    def _note_suite_change(self, manifest: Path, info: dict, source: SuiteSource) -> None:
+        """Record the suite's content in ``run.json``, and a change of it under ``suite_changes``
+        (a run recorded before suite contents were gets the content only)."""
+        if "suite_content" in info:
+            self.echo(f"note: suite {source.name} changed since run {info['run_id']} started; cells whose "
+                      "identity changed run again")
+            info.setdefault("suite_changes", []).append({
+                "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "suite_origin": source.origin, "suite_content": source.content})
+        info.update(suite_origin=source.origin, suite_content=source.content)
+        write_atomically(manifest, lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
+
+    def _done(self, cell: Cell) -> str | None:
+        """Status of a finished cell on disk whose identity is the planned one (failed and timed-out
+        cells are run again)."""
+        status = self._on_disk.get(cell.cell_id)
+        return None if status in ("failed", "timeout") else status
+
+    # -- the loop --------------------------------------------------------------
+    def run(self, executor=None) -> RunSummary:
+        """Run every planned cell not already on disk, in this process, or on ``executor`` (an
+        ``l2obench.executors`` executor) with each cell written here as it finishes."""
+        summary = RunSummary(self.results_dir)
+        start = time.perf_counter()
+        width = len(str(len(self.cells)))
+        prefix = lambda i, cell: f"[{i:>{width}}/{len(self.cells)}] {cell.describe()}"  # noqa: E731
+        todo = []
+        for i, cell in enumerate(self.cells, 1):
+            done = self._done(cell)
+            if done is not None:
+                summary.outcomes.append(CellOutcome(cell, done, skipped=True))
+                self.echo(f"{prefix(i, cell)}: {done} (on disk, skipped)")
+            elif executor is None:
+                self._report(prefix(i, cell), self.run_cell(cell), summary)
+            else:
+                todo.append((i, cell))
+        if todo:
+            for k, result in executor.results([cell for _, cell in todo], self.run_id):
+                i, cell = todo[k]
+                self._report(prefix(i, cell), self.record(cell, result), summary)
+            order = {cell.cell_id: i for i, cell in enumerate(self.cells)}
+            summary.outcomes.sort(key=lambda o: order[o.cell.cell_id])
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def _report(self, prefix: str, outcome: CellOutcome, summary: RunSummary) -> None:
+        summary.outcomes.append(outcome)
+        detail = outcome.summary if outcome.status == "ok" else outcome.message
+        self.echo(f"{prefix}: {outcome.status}  {detail}")
+
+    def run_cell(self, cell: Cell) -> CellOutcome:
+        """Compute one cell in this process and write its rows."""
+        return self.record(cell, self.compute(cell))
+
+    def record(self, cell: Cell, result: CellResult | BaseException) -> CellOutcome:
+        """Write a computed cell's rows (and a failed cell's traceback to ``logs/``).
+
+        ``result`` may be the exception a worker raised instead of a result; a
+        result whose rows carry another identity than this runner's (a worker
+        with other code than the driver) is recorded as failed.
+        """
+        if isinstance(result, BaseException):
+            result = self._lost(cell, f"{type(result).__name__}: {result}", _format(result))
+        else:
+            computed = result.rows[0].get("identity") if result.rows else None
+            expected = self.identities.identity(cell)
+            if computed != expected:
+                result = self._lost(cell, f"the worker computed identity {computed}, not {expected}: its code "
+                                    "(l2obench, plugins or problem families) differs from the driver's", None)
+        message = result.message
+        if result.traceback is not None:
+            log = self.results_dir / "logs" / f"{cell.cell_id}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(f"{cell.describe()}\n\n{result.traceback}")
+            message += f" (traceback: {log})"
+        write_parquet(result.rows, self.cell_path(cell))
+        return CellOutcome(cell, result.status, message, result.summary)
+
+    def _lost(self, cell: Cell, message: str, trace: str | None) -> CellResult:
+        """A failed cell whose result did not come back from its worker."""
+        row = self._row(cell, metric="error", value=None, status="failed", message=message)
+        return CellResult("failed", [row], message, traceback=trace)
+
+
+def _format(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 def _stop_fractions(iterations: torch.Tensor) -> list[tuple[int, float]]:
     """Fraction of instances stopping at each iteration, when not all stop at the same one."""

@@ -1,0 +1,143 @@
+"""Matplotlib figures of a report, drawn with the Agg backend into PNG files.
+
+Each function takes tidy data (already averaged over seeds) and the path of the
+PNG it writes; none reads result rows itself (``l2obench.report`` does).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+DPI = 96
+LEARNED_STYLE = {"linestyle": "--"}
+CLASSICAL_STYLE = {"linestyle": "-"}
+
+
+def palette(labels) -> dict:
+    """A colour per label (tab10, or tab20 past ten labels), so a solver keeps its colour across figures."""
+    labels = list(dict.fromkeys(labels))
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def _finish(fig, ax_list, path: Path, legend_from=None) -> Path:
+    source = legend_from or ax_list[0]
+    handles, labels = source.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _log_x(values) -> bool:
+    values = [v for v in values if v > 0]
+    return bool(values) and max(values) / min(values) >= 50
+
+
+def convergence(curves: Mapping[str, tuple], learned: Mapping[str, bool], metric: str, path: Path,
+                wall_clock: Mapping[str, tuple] | None = None, wall_clock_label: str = "wall-clock (s)",
+                colors: Mapping | None = None) -> Path:
+    """Metric against iteration (and, where given, against wall-clock) per solver.
+
+    Parameters
+    ----------
+    curves : mapping
+        Solver label -> ``(iterations, values)``.
+    learned : mapping
+        Solver label -> whether it is learned (dashed) or classical (solid).
+    metric : str
+        The y-axis.
+    path : Path
+        PNG written.
+    wall_clock : mapping, optional
+        Solver label -> ``(seconds, values)``: a second panel.
+    wall_clock_label : str
+        The second panel's x-axis.
+    colors : mapping, optional
+        Solver label -> colour (default: ``palette`` of the labels).
+    """
+    panels = 2 if wall_clock else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.6), squeeze=False)
+    axes = list(axes[0])
+    colors = colors or palette(curves)
+    for label, (x, y) in curves.items():
+        style = LEARNED_STYLE if learned.get(label) else CLASSICAL_STYLE
+        axes[0].plot(x, y, color=colors[label], label=label, linewidth=1.4, **style)
+    axes[0].set_xlabel("iteration / layer")
+    if _log_x([v for x, _ in curves.values() for v in x]):
+        axes[0].set_xscale("log")
+    if wall_clock:
+        for label, (x, y) in wall_clock.items():
+            style = LEARNED_STYLE if learned.get(label) else CLASSICAL_STYLE
+            axes[1].plot(x, y, color=colors.get(label), linewidth=1.4, **style)
+        axes[1].set_xlabel(wall_clock_label)
+        if _log_x([v for x, _ in wall_clock.values() for v in x]):
+            axes[1].set_xscale("log")
+    for ax in axes:
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    return _finish(fig, axes, path)
+
+
+def stop_times(measured: Mapping[str, tuple], policy: Mapping[str, tuple], path: Path,
+               colors: Mapping | None = None) -> Path:
+    """Stop-time distributions: the fraction of test instances stopping at each iteration
+    (``measured``) and a learned policy's ``q(t)`` (``policy``), each label -> ``(iterations, values)``."""
+    panels = [(title, data) for title, data in (("instances stopping at t (stop_fraction)", measured),
+                                                 ("policy's stop distribution q(t) (stop_probability)", policy))
+              if data]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.4), squeeze=False)
+    axes = list(axes[0])
+    colors = colors or palette([*measured, *policy])
+    for ax, (title, data) in zip(axes, panels):
+        for label, (x, y) in data.items():
+            ax.step(x, y, where="mid", color=colors[label], label=label, linewidth=1.4)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration / layer")
+        ax.set_ylabel("fraction")
+        ax.grid(alpha=0.3)
+    handles = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def against_values(lines: Mapping[str, tuple], learned: Mapping[str, bool], xlabel: str, metric: str,
+                   path: Path, categorical: bool = False, colors: Mapping | None = None) -> Path:
+    """One line per label of ``metric`` against a swept value or a level, each ``(x, mean, spread)``;
+    ``categorical`` x values (levels such as ``snr=20``) are placed in their given order."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    colors = colors or palette(lines)
+    order: list = []
+    if categorical:
+        order = list(dict.fromkeys(v for x, _, _ in lines.values() for v in x))
+    for label, (x, y, spread) in lines.items():
+        xs = [order.index(v) for v in x] if categorical else list(x)
+        style = LEARNED_STYLE if learned.get(label) else CLASSICAL_STYLE
+        ax.errorbar(xs, y, yerr=spread, color=colors[label], label=label, marker="o", markersize=3.5,
+                    capsize=2, linewidth=1.2, **style)
+    if categorical:
+        ax.set_xticks(range(len(order)), order)
+    elif _log_x([v for x, _, _ in lines.values() for v in x]):
+        ax.set_xscale("log", base=2)
+    values = [v for _, y, _ in lines.values() for v in y if v == v]
+    if values and min(values) > 0 and max(values) / min(values) >= 100:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    return _finish(fig, [ax], path)
+

@@ -1,0 +1,329 @@
+"""A static HTML report of result rows: leaderboards and figures that open offline.
+
+``write_report`` writes ``index.html`` (inline styles, no script, nothing remote)
+and PNG figures under ``figures/``, one section per problem: its leaderboard
+(mean ± standard deviation over seeds, seeds and test instances per row), the
+primary metric against iteration and wall-clock, stop-time distributions,
+the metric against a swept value, and per-level results. Training curves and
+tuning grids are not in the result rows, so they are not shown.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+import re
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from l2obench import figures, leaderboard
+from l2obench.compare import primary_metric, primary_metrics
+from l2obench.pooling import SHARED_MARK, one_copy_per_cell, split_shared_labels
+from l2obench.results import expand_sweep
+
+WALL_CLOCK_NOTE = ("Wall-clock on trajectory rows is modelled, not measured per iteration: the timed batched solve "
+                   "times t / T (a uniform cost per iteration).")
+NOT_RECORDED_NOTE = ("Training curves (validation metric against step) and tuning curves (validation metric against "
+                     "each grid value) are not recorded in the result rows, so this report cannot show them.")
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
+color:#222;line-height:1.4;padding:0 1em}
+h1{font-size:1.6em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}h3{font-size:1.05em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.82em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left}th{background:#f2f2f2}
+tr:nth-child(even) td{background:#fafafa}
+img{max-width:100%;height:auto;display:block;margin:.5em 0}
+.note{color:#555;font-size:.88em}.scroll{overflow-x:auto}
+nav a{margin-right:1em}
+"""
+
+
+def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sources: Sequence[str] = ()) -> Path:
+    """Write the report of result rows ``df`` into directory ``output``.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Result rows (``l2obench.results.read_results``), of one run or several
+        (pooled as by the leaderboard: ``l2obench.pooling``).
+    output : path
+        Directory created if needed; ``index.html`` and ``figures/*.png`` are written.
+    split : str
+        Split whose metrics the leaderboard shows.
+    sources : sequence of str
+        The run directories read, named in the report.
+
+    Returns
+    -------
+    Path
+        The ``index.html`` written.
+    """
+    output = Path(output)
+    (output / "figures").mkdir(parents=True, exist_ok=True)
+    df = one_copy_per_cell(df)
+    df = df.assign(solver_base=df["solver"], problem_base=df["problem"])
+    rows = split_shared_labels(leaderboard.with_sweep_labels(df))
+    board = leaderboard.table(rows.assign(sweep=None), split=split)  # labels already carry the swept values
+    known = primary_metrics(set(rows["family"]))
+    sections = list(dict.fromkeys(rows.sort_values("timestamp", kind="stable")["problem_base"]))
+    body = ["<h1>l2obench report</h1>", _provenance(rows, sources),
+            "<nav>" + "".join(f'<a href="#{_anchor(s)}">{html.escape(s)}</a>' for s in sections) + "</nav>",
+            _not_ok(rows)]
+    for section in sections:
+        part = rows[rows["problem_base"] == section]
+        body.append(_Section(section, part, board, known, output).render())
+    body.append(f'<p class="note">{html.escape(WALL_CLOCK_NOTE)} {html.escape(NOT_RECORDED_NOTE)}</p>')
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>l2obench report</title><style>{STYLE}</style></head><body>\n"
+            + "\n".join(b for b in body if b) + "\n</body></html>\n")
+    index = output / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def _anchor(text: str) -> str:
+    return "p-" + re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
+
+
+def _provenance(rows: pd.DataFrame, sources: Sequence[str]) -> str:
+    """Where and when the rows were computed: runs, suites, devices, versions, commits, dates."""
+    def values(column: str) -> str:
+        return ", ".join(str(v) for v in dict.fromkeys(rows[column].dropna())) or "-"
+
+    stamps = rows["timestamp"].dropna()
+    items = [("runs", values("run_id")), ("suite, scale", ", ".join(dict.fromkeys(rows["suite"] + " / " + rows["scale"]))),
+             ("device", values("device")), ("git commit", values("git_commit")),
+             ("l2obench", values("l2obench_version")), ("torch", values("torch_version")),
+             ("python", values("python_version")),
+             ("computed", f"{stamps.min():%Y-%m-%d %H:%M} to {stamps.max():%Y-%m-%d %H:%M} UTC" if len(stamps) else "-"),
+             ("report written", f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")]
+    if sources:
+        items.insert(0, ("results read", ", ".join(map(str, sources))))
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in items)
+    return f"<table>{cells}</table>"
+
+
+def _not_ok(rows: pd.DataFrame) -> str:
+    bad = rows[rows["status"] != "ok"].drop_duplicates("cell_id")
+    if bad.empty:
+        return ""
+    body = "".join(f"<tr><td>{html.escape(r.problem)}</td><td>{html.escape(r.solver)}</td><td>{r.seed}</td>"
+                   f"<td>{html.escape(r.status)}</td><td>{html.escape(str(r.message or ''))}</td></tr>"
+                   for r in bad.itertuples())
+    return ("<h2>Cells not ok</h2><div class=\"scroll\"><table><tr><th>problem</th><th>solver</th><th>seed</th>"
+            f"<th>status</th><th>message</th></tr>{body}</table></div>")
+
+
+class _Section:
+    """One problem's part of the report (its label before sweeps; several blocks when swept or shared)."""
+
+    def __init__(self, name: str, rows: pd.DataFrame, board: pd.DataFrame, known: dict, output: Path):
+        self.name, self.rows, self.board, self.output = name, rows, board, output
+        final = rows[rows["iteration"].isna()]
+        self.metric = primary_metric(rows["family"].iloc[0], final["metric"], known)
+        self.learned = dict(zip(rows["solver"], rows["learned"].astype(bool)))
+        self.learned.update(zip(rows["solver_base"], rows["learned"].astype(bool)))
+        self.problems = list(dict.fromkeys(rows["problem"]))
+        self.colors = figures.palette(board.index.intersection(list(rows["solver"].unique()), sort=False))
+        self.figures = 0
+
+    def render(self) -> str:
+        parts = [f'<h2 id="{_anchor(self.name)}">{html.escape(self.name)}</h2>',
+                 f'<p class="note">family {html.escape(self.rows["family"].iloc[0])}; primary metric '
+                 f'{html.escape(str(self.metric))}</p>']
+        for problem in self.problems:
+            parts.append(self._leaderboard(problem))
+        if self.metric is not None:
+            parts += [self._convergence(problem) for problem in self.problems]
+            parts.append(self._sweeps())
+            parts += [self._levels(problem) for problem in self.problems]
+        parts += [self._stops(problem) for problem in self.problems]
+        return "\n".join(p for p in parts if p)
+
+    def _figure(self, kind: str) -> Path:
+        self.figures += 1
+        return self.output / "figures" / f"{_anchor(self.name)}-{kind}-{self.figures}.png"
+
+    def _img(self, path: Path, alt: str, caption: str) -> str:
+        rel = path.relative_to(self.output).as_posix()
+        return (f'<figure><img src="{html.escape(rel)}" alt="{html.escape(alt)}">'
+                f'<figcaption class="note">{html.escape(caption)}</figcaption></figure>')
+
+    # -- leaderboard -------------------------------------------------------------------
+    def _leaderboard(self, problem: str) -> str:
+        if problem not in self.board.columns.get_level_values(0):
+            return ""
+        sub = self.board[problem]
+        ran = [s for s in sub.index if isinstance(sub.loc[s].iloc[0], dict)]
+        rows = self.rows[self.rows["problem"] == problem]
+        seeds = rows.groupby("solver")["seed"].nunique()
+        instances = _test_instances(rows)
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in ["solver", "seeds", "test instances", *sub.columns])
+        body = []
+        marked = False
+        for solver in ran:
+            conv = sub.loc[solver, leaderboard.CONVERGED[2]] if leaderboard.CONVERGED[2] in sub.columns else None
+            flag = leaderboard.not_converged(conv)
+            marked |= flag
+            name = html.escape(solver) + (f" {leaderboard.NOT_CONVERGED_MARK}" if flag else "")
+            cells = "".join(f"<td>{leaderboard.format_entry(sub.loc[solver, h], 'html')}</td>" for h in sub.columns)
+            body.append(f"<tr><td>{name}</td><td>{seeds.get(solver, 0)}</td><td>{instances.get(solver, '-')}</td>"
+                        f"{cells}</tr>")
+        notes = ["Mean ± standard deviation over seeds; bold: best per column."]
+        if marked:
+            notes.append(f"{leaderboard.NOT_CONVERGED_MARK} some test instances did not meet the solver's stopping "
+                         "tolerance (conv: the fraction that did).")
+        if SHARED_MARK in problem:
+            notes.append(f"{SHARED_MARK} this label names different settings in the runs read; shown apart.")
+        title = f"<h3>{html.escape(problem)}</h3>" if len(self.problems) > 1 or problem != self.name else ""
+        return (f'{title}<div class="scroll"><table><tr>{head}</tr>{"".join(body)}</table></div>'
+                f'<p class="note">{html.escape(" ".join(notes))}</p>')
+
+    # -- figures -----------------------------------------------------------------------
+    @staticmethod
+    def _curves(rows: pd.DataFrame, x: str) -> dict[str, tuple]:
+        """Solver -> ``(x, value)`` means over seeds; seeds that kept other iterations (log-spaced
+        past ``TRAJECTORY_POINTS``) are interpolated, and held at their last point past their end."""
+        out = {}
+        for solver, g in rows.dropna(subset=[x, "value"]).groupby("solver", sort=False):
+            wide = g.pivot_table(index="iteration", columns="seed", values=[x, "value"], aggfunc="mean")
+            wide = wide.interpolate(method="index", limit_area="inside").ffill()
+            out[solver] = (wide[x].mean(axis=1).tolist(), wide["value"].mean(axis=1).tolist())
+        return out
+
+    def _convergence(self, problem: str) -> str:
+        rows = self.rows[(self.rows["problem"] == problem) & self.rows["iteration"].notna()
+                         & (self.rows["metric"] == self.metric) & (self.rows["split"] == "test")
+                         & (self.rows["subset"] == "all")]
+        if rows.empty:
+            return ""
+        rows = _deepest_variants(rows)
+        curves = self._curves(rows.assign(it=rows["iteration"]), "it")
+        wall = self._curves(rows, "wall_clock_s")
+        path = figures.convergence(curves, self.learned, self.metric, self._figure("convergence"), wall or None,
+                                   "wall-clock (s), modelled: solve time × t/T", self.colors)
+        return self._img(path, f"{self.metric} against iteration, {problem}",
+                         f"{problem}: test {self.metric} (all subsets) against iteration/layer"
+                         + (" and wall-clock" if wall else "") + ", mean over seeds; solid: classical, dashed: "
+                         "learned. " + (WALL_CLOCK_NOTE if wall else ""))
+
+    def _stops(self, problem: str) -> str:
+        rows = self.rows[(self.rows["problem"] == problem) & self.rows["iteration"].notna()
+                         & (self.rows["split"] == "test")]
+        measured = _distribution(rows[rows["metric"] == "stop_fraction"])
+        policy = _distribution(rows[rows["metric"] == "stop_probability"])
+        if not measured and not policy:
+            return ""
+        path = figures.stop_times(measured, policy, self._figure("stops"), self.colors)
+        return self._img(path, f"stop-time distributions, {problem}",
+                         f"{problem}: when test instances stop, mean over seeds: the fraction stopping at each "
+                         "iteration (summed over bins of iterations past 60) for solvers stopping per instance, "
+                         "and learned stopping policies' q(t).")
+
+    def _levels(self, problem: str) -> str:
+        rows = self.rows[(self.rows["problem"] == problem) & self.rows["iteration"].isna()
+                         & (self.rows["metric"] == self.metric) & (self.rows["split"] == "test")
+                         & (self.rows["subset"] != "all") & self.rows["subset"].notna()]
+        if rows["subset"].nunique() < 2:
+            return ""
+        lines = _mean_lines(rows, "solver", "subset", order=_level_order(rows["subset"]))
+        path = figures.against_values(lines, self.learned, "level (test subset)", self.metric,
+                                      self._figure("levels"), categorical=True, colors=self.colors)
+        return self._img(path, f"{self.metric} per level, {problem}",
+                         f"{problem}: test {self.metric} per level, mean ± standard deviation over seeds.")
+
+    def _sweeps(self) -> str:
+        rows = self.rows[self.rows["iteration"].isna() & (self.rows["metric"] == self.metric)
+                         & (self.rows["split"] == "test") & (self.rows["subset"] == "all")]
+        if rows["sweep"].isna().all():
+            return ""
+        expanded = expand_sweep(rows)
+        swept = [c for c in expanded.columns if c not in rows.columns]
+        out = []
+        for key in swept:
+            values = expanded[key].dropna()
+            if values.nunique() < 2 or not all(isinstance(v, (int, float)) for v in values):
+                continue
+            sel = expanded[expanded[key].notna()]
+            others = [k for k in swept if k != key]
+            line = sel["solver_base"] + sel["problem"].map(_shared_part)
+            for k in others:
+                line = line + sel[k].map(lambda v, k=k: "" if _missing(v) else f" [{k}={v}]")
+            lines = _mean_lines(sel.assign(line=line), "line", key)
+            learned = {label: self.learned.get(base, False) for label, base in zip(line, sel["solver_base"])}
+            path = figures.against_values(lines, learned, key, self.metric, self._figure(f"sweep-{key}"))
+            out.append(self._img(path, f"{self.metric} against {key}",
+                                 f"{self.name}: test {self.metric} against the swept {key}, mean ± standard "
+                                 "deviation over seeds."))
+        return "\n".join(out)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _shared_part(problem: str) -> str:
+    return f" {SHARED_MARK} {problem.split(SHARED_MARK, 1)[1].strip()}" if SHARED_MARK in problem else ""
+
+
+def _test_instances(rows: pd.DataFrame) -> dict[str, str]:
+    """Test instances per solver: the batched solve time over the time per instance (seeds agree)."""
+    timing = rows[rows["split"].eq("test") & rows["iteration"].isna()
+                  & rows["metric"].isin(["solve_seconds", "solve_seconds_per_instance"])]
+    wide = timing.pivot_table(index=["solver", "seed"], columns="metric", values="value", aggfunc="first")
+    if not {"solve_seconds", "solve_seconds_per_instance"} <= set(wide.columns):
+        return {}
+    counts = (wide["solve_seconds"] / wide["solve_seconds_per_instance"]).round().dropna().astype(int)
+    return {solver: "/".join(str(v) for v in sorted(set(g))) for solver, g in counts.groupby(level="solver")}
+
+
+def _deepest_variants(rows: pd.DataFrame, limit: int = 12) -> pd.DataFrame:
+    """Rows of at most ``limit`` solver labels: with more, each base solver's variant running longest."""
+    if rows["solver"].nunique() <= limit:
+        return rows
+    depth = rows.groupby(["solver_base", "solver"])["iteration"].max().reset_index()
+    chosen = depth.sort_values("iteration").drop_duplicates("solver_base", keep="last")["solver"]
+    return rows[rows["solver"].isin(set(chosen))]
+
+
+def _distribution(rows: pd.DataFrame, bins: int = 60) -> dict[str, tuple]:
+    """Solver -> ``(iterations, fraction)`` averaged over seeds, every iteration present (0 where
+    nothing stops); past ``bins`` iterations, summed over bins of equal width (x: the bin's centre)."""
+    if rows.empty:
+        return {}
+    seeds = rows.groupby("solver")["seed"].nunique()
+    total = rows.groupby(["solver", "iteration"], sort=False)["value"].sum()
+    last = int(total.index.get_level_values("iteration").max())
+    width = max(1, math.ceil(last / bins))
+    out = {}
+    for solver, g in total.groupby(level="solver", sort=False):
+        full = g.droplevel("solver").reindex(range(1, last + 1), fill_value=0.0) / seeds[solver]
+        binned = full.groupby((full.index - 1) // width).sum()
+        out[solver] = (((binned.index * width) + (width + 1) / 2).tolist(), binned.tolist())
+    return out
+
+
+def _mean_lines(rows: pd.DataFrame, line: str, x: str, order: list | None = None) -> dict[str, tuple]:
+    stats = rows.groupby([line, x], sort=False)["value"].agg(["mean", "std"]).reset_index()
+    out = {}
+    for label, g in stats.groupby(line, sort=False):
+        g = g.set_index(x).reindex([v for v in order if v in set(g[x])]).reset_index() if order else g.sort_values(x)
+        out[label] = (g[x].tolist(), g["mean"].tolist(), g["std"].fillna(0).tolist())
+    return out
+
+
+def _level_order(subsets: pd.Series) -> list[str]:
+    """Levels such as ``snr=20`` or ``M=80`` in numeric order where their values are numbers."""
+    def key(level: str):
+        name, _, value = level.partition("=")
+        try:
+            return (name, 0, float(json.loads(value)), "")
+        except (ValueError, TypeError):
+            return (name, 1, 0.0, value)
+
+    return sorted(dict.fromkeys(subsets), key=key)

@@ -177,7 +177,7 @@ def run(suite, scale, seeds, solvers, problems, device, results, resume, cell_ti
     """Run a suite: generate data, fit every solver, evaluate, write Parquet results."""
     from l2obench import threads as thread_policy
 
-    thread_policy.passive_wait()  # before torch is imported
+    thread_policy.passive_wait_if_busy()  # before torch is imported
     _check_execution(executor, jobs, scheduler, workers)
     from l2obench.identity import SuiteSource
     from l2obench.suites import default_scale, plan

@@ -151,7 +151,7 @@ def _start_pool_worker(config: WorkerConfig) -> None:
     global _pool_config, _torch_before_policy
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _torch_before_policy = "torch" in sys.modules
-    thread_policy.apply(config.threads)
+    thread_policy.apply(config.threads, passive=True)
     _pool_config = config
 
 
@@ -268,7 +268,7 @@ class ProcessPool:
 
 # -- Dask --------------------------------------------------------------------------
 def _compute_on_dask(config: WorkerConfig, cell):
-    thread_policy.apply(config.threads)
+    thread_policy.apply(config.threads, passive=True)
     return _computer(config).compute(cell)
 
 

@@ -10,12 +10,16 @@ The policy, in one place:
   otherwise. The serial run keeps torch's own default (one thread per
   physical core) unless ``--threads`` is given.
 * Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``,
-  unless the environment sets it). Spinning threads that compete with another
-  busy process for the cores made 20 batched ``eigh`` 13x slower on a 2-core
-  machine (17.9 s against 1.35 s with one thread; 1.56 s with two passive
-  threads). libgomp reads the variable once, when torch is first imported,
-  so it is set before that in every process l2obench starts, and at the start
-  of ``l2obench run`` for the process itself.
+  unless the environment sets it) in every worker process l2obench starts, and
+  in a serial ``l2obench run`` when the machine is busy as it starts (1-minute
+  load average at least ``BUSY_LOAD``). Spinning threads that compete with
+  another busy process for the cores made 20 batched ``eigh`` 13x slower on a
+  2-core machine (17.9 s against 1.35 s with one thread; 1.56 s with two
+  passive threads), and a LISTA training step 3x slower (196 ms against 55-70
+  quiet); but on a quiet machine passive threads make that step 1.5-2x slower
+  (105-111 ms), so a serial run on a quiet machine keeps OpenMP's default.
+  libgomp reads the variable once, when torch is first imported, so it is set
+  before that.
 * Dask workers: a ``dask-local`` cluster's worker processes get the same
   environment through their nanny. Workers of an existing cluster keep the
   environment they were started with (Dask's nanny sets ``OMP_NUM_THREADS=1``
@@ -30,12 +34,14 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-__all__ = ["THREAD_VARS", "WAIT_POLICY", "apply", "applied", "available_cores", "passive_wait",
-           "threads_per_worker", "worker_environment"]
+__all__ = ["BUSY_LOAD", "THREAD_VARS", "WAIT_POLICY", "apply", "applied", "available_cores", "busy",
+           "passive_wait", "passive_wait_if_busy", "threads_per_worker", "worker_environment"]
 
 # Variables that size the thread pools of OpenMP (torch's intra-op pool), MKL and OpenBLAS.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+# A 1-minute load average from this value on: another process keeps a core at least half busy.
+BUSY_LOAD = 0.5
 
 
 def available_cores() -> int:
@@ -69,11 +75,29 @@ def passive_wait() -> None:
     os.environ.setdefault(*WAIT_POLICY)
 
 
-def apply(threads: int | None) -> None:
+def busy() -> bool:
+    """Whether other processes load the machine now (1-minute load average at least ``BUSY_LOAD``;
+    False where the platform has no load average)."""
+    try:
+        return os.getloadavg()[0] >= BUSY_LOAD
+    except (AttributeError, OSError):
+        return False
+
+
+def passive_wait_if_busy() -> bool:
+    """``passive_wait()`` when the machine is ``busy()``; returns whether idle threads wait passively
+    (also when ``OMP_WAIT_POLICY=PASSIVE`` was set already)."""
+    if busy():
+        passive_wait()
+    return os.environ.get(WAIT_POLICY[0], "").upper() == WAIT_POLICY[1]
+
+
+def apply(threads: int | None, passive: bool = False) -> None:
     """Use ``threads`` torch and BLAS threads in this process (None: leave them as they are), idle
-    threads waiting passively. Environment variables take effect only where torch is not imported yet;
-    ``torch.set_num_threads`` always does."""
-    passive_wait()
+    threads waiting passively if ``passive`` (worker processes). Environment variables take effect
+    only where torch is not imported yet; ``torch.set_num_threads`` always does."""
+    if passive:
+        passive_wait()
     if threads is None:
         return
     if "torch" not in sys.modules:

@@ -293,13 +293,16 @@ def test_serial_run_with_threads_records_them_and_restores_torch_threads(cli, tm
     assert torch.get_num_threads() == before
 
 
-def test_serial_run_waits_passively_and_keeps_torch_threads(cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize("load, passive", [(0.1, False), (1.2, True)])
+def test_serial_run_waits_passively_on_a_busy_machine_and_keeps_torch_threads(cli, tmp_path, monkeypatch,
+                                                                              load, passive):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     before = torch.get_num_threads()
     suite = _suite(tmp_path, [{"solver": "fista", "params": {"max_iter": 5}}])
     code, out, err = cli("run", "--suite", str(suite), "--results", str(tmp_path / "run"), "--no-progress")
     assert code == 0, out + err
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and torch.get_num_threads() == before
+    assert (os.environ.get("OMP_WAIT_POLICY") == "PASSIVE") == passive and torch.get_num_threads() == before
     assert "worker processes" not in out
 
 

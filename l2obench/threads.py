@@ -84,12 +84,10 @@ def busy() -> bool:
         return False
 
 
-def passive_wait_if_busy() -> bool:
-    """``passive_wait()`` when the machine is ``busy()``; returns whether idle threads wait passively
-    (also when ``OMP_WAIT_POLICY=PASSIVE`` was set already)."""
+def passive_wait_if_busy() -> None:
+    """``passive_wait()`` when the machine is ``busy()``."""
     if busy():
         passive_wait()
-    return os.environ.get(WAIT_POLICY[0], "").upper() == WAIT_POLICY[1]
 
 
 def apply(threads: int | None, passive: bool = False) -> None:

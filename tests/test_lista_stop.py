@@ -178,7 +178,7 @@ def test_threshold_rule_stops_where_the_policy_says(fitted):
     model, _, test = fitted
     obs = test.observation()
     layers = model.network_.lista(obs["b"])
-    pi = torch.sigmoid(model._all_logits(obs, layers))
+    pi = torch.sigmoid(model.all_logits(obs, layers))
     stop = torch.cat([(pi > 0.5) & model.network_.stop_layers, torch.ones(len(test), 1, dtype=torch.bool)], dim=-1)
     expected = stop.int().argmax(-1) + 1
     assert torch.equal(model.solve(obs).iterations, expected)
@@ -228,9 +228,9 @@ def test_policy_imitates_a_predictable_oracle():
         with torch.no_grad():
             outputs = model.forward(observation)
         losses = layer_losses(problem, outputs, batch.target)
-        log_q = log_stop_distribution(model._all_logits(observation, outputs))
+        log_q = log_stop_distribution(model.all_logits(observation, outputs))
         hand = -(torch.nn.functional.one_hot(losses.argmin(-1), model.n_layers) * log_q).sum(-1).mean()
-        assert torch.allclose(hand, stage2_loss(losses, model._all_logits(observation, outputs), 0.02, hard=True))
+        assert torch.allclose(hand, stage2_loss(losses, model.all_logits(observation, outputs), 0.02, hard=True))
         return hand
 
     optimizer = torch.optim.Adam(model.network_.policy.parameters(), lr=1e-2)

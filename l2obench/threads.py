@@ -11,8 +11,11 @@ The policy, in one place:
   physical core) unless ``--threads`` is given.
 * Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``,
   unless the environment sets it) in every worker process l2obench starts, and
-  in a serial ``l2obench run`` when the machine is busy as it starts (1-minute
-  load average at least ``BUSY_LOAD``). Spinning threads that compete with
+  in a serial ``l2obench run`` when the machine is busy as it starts (other
+  processes keep at least ``BUSY_CORES`` of a core busy over ``BUSY_SAMPLE``
+  seconds, measured with psutil; the load average is no measure of this: on
+  the project's idle 2-core VM it stays at 0.5-1.0, counting tasks in
+  uninterruptible sleep). Spinning threads that compete with
   another busy process for the cores made 20 batched ``eigh`` 13x slower on a
   2-core machine (17.9 s against 1.35 s with one thread; 1.56 s with two
   passive threads), and a LISTA training step 3x slower (196 ms against 55-70
@@ -34,14 +37,15 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-__all__ = ["BUSY_LOAD", "THREAD_VARS", "WAIT_POLICY", "apply", "applied", "available_cores", "busy",
+__all__ = ["BUSY_CORES", "BUSY_SAMPLE", "THREAD_VARS", "WAIT_POLICY", "apply", "applied", "available_cores", "busy",
            "passive_wait", "passive_wait_if_busy", "threads_per_worker", "worker_environment"]
 
 # Variables that size the thread pools of OpenMP (torch's intra-op pool), MKL and OpenBLAS.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
-# A 1-minute load average from this value on: another process keeps a core at least half busy.
-BUSY_LOAD = 0.5
+# Busy: other processes used at least half a core, on average over a sample of this many seconds.
+BUSY_CORES = 0.5
+BUSY_SAMPLE = 0.5
 
 
 def available_cores() -> int:
@@ -75,18 +79,23 @@ def passive_wait() -> None:
     os.environ.setdefault(*WAIT_POLICY)
 
 
+def busy_cores(sample: float = BUSY_SAMPLE) -> float:
+    """Cores kept busy by all processes over the next ``sample`` seconds, while this one sleeps
+    (``psutil.cpu_percent``: time not idle and not waiting for I/O)."""
+    import psutil
+
+    return psutil.cpu_percent(interval=sample) / 100 * (psutil.cpu_count() or 1)
+
+
 def busy() -> bool:
-    """Whether other processes load the machine now (1-minute load average at least ``BUSY_LOAD``;
-    False where the platform has no load average)."""
-    try:
-        return os.getloadavg()[0] >= BUSY_LOAD
-    except (AttributeError, OSError):
-        return False
+    """Whether other processes keep at least ``BUSY_CORES`` of a core busy now."""
+    return busy_cores() >= BUSY_CORES
 
 
 def passive_wait_if_busy() -> None:
-    """``passive_wait()`` when the machine is ``busy()``."""
-    if busy():
+    """``passive_wait()`` when the machine is ``busy()`` (not sampled where ``OMP_WAIT_POLICY``
+    is set already)."""
+    if WAIT_POLICY[0] not in os.environ and busy():
         passive_wait()
 
 

@@ -20,6 +20,15 @@ def _one_thread():
 
 
 @pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch):
+    """In-process runs take the machine as quiet instead of sampling its CPU use for half a
+    second each (tests of the busy case patch ``busy_cores`` themselves)."""
+    from l2obench import threads
+
+    monkeypatch.setattr(threads, "busy_cores", lambda sample=threads.BUSY_SAMPLE: 0.0)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache so no test reads another's entries."""
     monkeypatch.setenv("L2OBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))

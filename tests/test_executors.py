@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from l2obench import threads as thread_policy
+from l2obench.threads import busy_cores  # the real one: conftest patches the module's for in-process runs
 from l2obench.cache import Cache
 from l2obench.executors import ProcessPool, WorkerConfig, _pool_worker_state
 from l2obench.limits import cell_time_limit, thread_time_limit
@@ -297,13 +299,23 @@ def test_serial_run_with_threads_records_them_and_restores_torch_threads(cli, tm
 def test_serial_run_waits_passively_on_a_busy_machine_and_keeps_torch_threads(cli, tmp_path, monkeypatch,
                                                                               load, passive):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(thread_policy, "busy_cores", lambda sample=0.5: load)
     before = torch.get_num_threads()
     suite = _suite(tmp_path, [{"solver": "fista", "params": {"max_iter": 5}}])
     code, out, err = cli("run", "--suite", str(suite), "--results", str(tmp_path / "run"), "--no-progress")
     assert code == 0, out + err
     assert (os.environ.get("OMP_WAIT_POLICY") == "PASSIVE") == passive and torch.get_num_threads() == before
     assert "worker processes" not in out
+
+
+def test_busy_cores_sees_a_cpu_bound_process():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert busy_cores(0.5) >= 0.8
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 # -- time limits in threads ----------------------------------------------------------

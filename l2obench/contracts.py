@@ -306,6 +306,17 @@ class ProblemFamily:
         """
         return []
 
+    def illustrations(self, estimate, instances: Instances) -> dict[str, bytes]:
+        """Files that show a solution to a reader, e.g. PNGs of a few test images: ``{name: bytes}``.
+
+        The runner writes them under the results directory, in
+        ``images/<problem>/seed<seed>/<solver>/<split>/``, except names under
+        ``input/`` (the solver's input and the target, the same for every solver
+        of a setting), written once in ``images/<problem>/seed<seed>/input/<split>/``.
+        Default: none.
+        """
+        return {}
+
     # Optional hooks of the algorithm-property probes (``l2obench.probes``).
 
     def minimizer(self, observation: Mapping[str, Any]):

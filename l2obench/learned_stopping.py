@@ -71,7 +71,7 @@ from l2obench.contracts import FitContext, Instances, Solution
 from l2obench.learned import VALIDATION_CHUNK, LearnedSolver, mean_loss, split_mean
 from l2obench.stopping import (layer_losses, log_stop_distribution, stage1_loss, stage2_loss, stage3_loss,
                                with_depth_prior)
-from l2obench.training import decayed_stages, train, train_stages
+from l2obench.training import Stage, decayed_stages, train, train_stages
 
 __all__ = ["FINETUNE_LR_FACTOR", "LearnedStopping", "StoppingModel", "position_encoding"]
 
@@ -175,7 +175,7 @@ class LearnedStopping(LearnedSolver):
     def train_network(self, context: FitContext) -> dict:
         """Warm start (optional), stage I, stage II, stage III (optional), the policy support;
         returns each one's history."""
-        problem, predictive, policy = context.problem, self.network_.predictive, self.network_.policy
+        problem, policy = context.problem, self.network_.policy
         history = {}
         if self.warm_start:
             history["warm_start"] = self.warm_start_network(context)
@@ -207,9 +207,8 @@ class LearnedStopping(LearnedSolver):
         stage1_steps = getattr(self, "stage1_steps", None)
         stage1_context = context if stage1_steps is None else replace(
             context, budget=replace(context.budget, steps=int(stage1_steps)))
-        history["stage1"] = train_stages(self.network_, decayed_stages(
-            lambda batch: stage1_loss(losses(self.training_batch(batch)), self.beta), best_layer_loss,
-            self.stage1_lr, self.decays(), list(predictive.parameters()), f"{self.label} stage I (T={self.n_outputs})"),
+        history["stage1"] = train_stages(self.network_, self.stage1_schedule(
+            lambda batch: stage1_loss(losses(self.training_batch(batch)), self.beta), best_layer_loss, context),
             stage1_context, self.fresh_samples)
 
         def policy_loss(batch) -> torch.Tensor:
@@ -245,6 +244,12 @@ class LearnedStopping(LearnedSolver):
     def stage1_lr(self) -> float:
         """Stage I's learning rate (before its decay stages); default: the hyper-parameter ``lr``."""
         return self.lr
+
+    def stage1_schedule(self, loss_fn, validate, context: FitContext) -> list[Stage]:
+        """Stage I's stages (``train_stages``) on its loss ``loss_fn`` and validation ``validate``: the
+        predictive model at ``stage1_lr``, then its decay stages."""
+        return decayed_stages(loss_fn, validate, self.stage1_lr, self.decays(),
+                              list(self.network_.predictive.parameters()), f"{self.label} stage I (T={self.n_outputs})")
 
     @property
     def validation_chunk(self) -> int:

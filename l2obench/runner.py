@@ -44,7 +44,7 @@ from l2obench.limits import cell_time_limit
 from l2obench.lock import LOCK_NAME, RunLock
 from l2obench.results import write_parquet
 from l2obench.resume import reconcile
-from l2obench.suites import Cell
+from l2obench.suites import Cell, sweep_label
 from l2obench.timeout import CellTimeout
 from l2obench.timing import describe_device, interleaved_seconds, single_instance_latency, timed_solve
 
@@ -81,6 +81,7 @@ class CellResult:
     message: str = ""
     summary: str = ""
     traceback: str | None = None
+    files: dict[str, bytes] = field(default_factory=dict)  # written under the results directory (illustrations)
 
 
 @dataclass
@@ -218,8 +219,8 @@ class CellComputer:
             with cell_time_limit(self.cell_timeout):
                 data = self.data_for(cell)
                 data_hash = data.hashes.get("test")
-                rows, summary = self._measure(cell, data)
-            return CellResult("ok", rows, summary=summary)
+                rows, summary, files = self._measure(cell, data)
+            return CellResult("ok", rows, summary=summary, files=files)
         except KeyboardInterrupt:
             raise
         # A broken solver must not stop the run, even one calling sys.exit (SystemExit).
@@ -277,7 +278,7 @@ class CellComputer:
         self.cache.save("models", key, {"state": solver.state_dict(), "fit_seconds": seconds, "log": log})
         return seconds, False, log
 
-    def _measure(self, cell: Cell, data: Splits) -> tuple[list[dict], str]:
+    def _measure(self, cell: Cell, data: Splits) -> tuple[list[dict], str, dict[str, bytes]]:
         family = data.family
         solver = self.registry.solver(cell.solver).build(**cell.params)
         fit_seconds, cached, _ = self._fit(cell, data, solver)
@@ -318,6 +319,7 @@ class CellComputer:
                      row(metric="wall_clock_saved_fraction", value=1.0 - adaptive_seconds / full_seconds,
                          split="test", direction="higher", wall_clock_s=adaptive_seconds, data_hash=h)]
         test_values = _evaluate(family, solution, test)
+        files = _illustrations(cell, family, solution, test, "test")
         rows += [row(metric=m.metric, value=m.value, split="test", subset=m.subset, direction=direction(m.metric),
                      wall_clock_s=seconds, data_hash=h) for m in test_values]
 
@@ -337,6 +339,7 @@ class CellComputer:
                 other_solution = solver.solve(other.observation())
             _check_estimate(family, other_solution.estimate, other, name)
             values = _evaluate(family, other_solution, other)
+            files.update(_illustrations(cell, family, other_solution, other, name))
             hash_ = data.hashes[name]
             rows += [row(metric=m.metric, value=m.value, split=name, subset=m.subset,
                          direction=direction(m.metric), data_hash=hash_) for m in values]
@@ -348,7 +351,7 @@ class CellComputer:
         primary = _value(test_values, family.primary_metric)
         shown = "undefined" if math.isnan(primary) else f"{primary:.2f}"
         summary = f"test {family.primary_metric} {shown}  fit {fit_seconds:.1f} s{' (cached)' if cached else ''}  solve {seconds:.3f} s"
-        return rows, summary
+        return rows, summary, files
 
     def _trajectory_rows(self, cell, family, solver, test: Instances, solve_seconds: float, row, direction,
                          data_hash) -> list[dict]:
@@ -602,6 +605,8 @@ class Runner(CellComputer):
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(f"{cell.describe()}\n\n{result.traceback}")
             message += f" (traceback: {log})"
+        for name, content in result.files.items():  # before the cell file, which marks the cell done
+            write_atomically(self.results_dir / name, lambda tmp, content=content: tmp.write_bytes(content))
         write_parquet(result.rows, self.cell_path(cell))
         return CellOutcome(cell, result.status, message, result.summary)
 
@@ -609,6 +614,26 @@ class Runner(CellComputer):
         """A failed cell whose result did not come back from its worker."""
         row = self._row(cell, metric="error", value=None, status="failed", message=message)
         return CellResult("failed", [row], message, traceback=trace)
+
+
+def _slug(text: str) -> str:
+    """``text`` as one safe path component."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "_"
+
+
+def _illustrations(cell: Cell, family, solution, instances, split: str) -> dict[str, bytes]:
+    """The family's illustrations of ``solution`` on ``split`` (``ProblemFamily.illustrations``), by
+    their paths in the results directory."""
+    with torch.no_grad():
+        files = family.illustrations(solution.estimate, instances)
+    base = Path("images") / _slug(sweep_label(cell.problem_label, cell.sweep.get("problem", {}))) / f"seed{cell.seed}"
+    solver = _slug(sweep_label(cell.solver_label, cell.sweep.get("solver", {})))
+    placed = {}
+    for name, content in files.items():
+        parts = Path(name).parts
+        where = base / "input" / split / Path(*parts[1:]) if parts[0] == "input" else base / solver / split / name
+        placed[where.as_posix()] = content
+    return placed
 
 
 def _format(exc: BaseException) -> str:

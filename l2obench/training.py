@@ -163,6 +163,7 @@ class Stage:
     parameters: Sequence[torch.nn.Parameter] | None = None
     desc: str = "training"
     fields: dict = field(default_factory=dict)
+    steps: int | None = None  # None: an even share of the schedule's steps
 
 
 def train_stages(module: torch.nn.Module, stages: Sequence[Stage], context: FitContext,
@@ -170,14 +171,16 @@ def train_stages(module: torch.nn.Module, stages: Sequence[Stage], context: FitC
     """Run ``stages`` one after the other (each ``train``, its best state restored).
 
     The budget's ``steps`` and ``max_seconds`` are the schedule's: each stage
-    gets ``steps // len(stages)`` steps and an even share of the time left.
+    gets its own ``steps``, or else an even share of the budget's steps left to
+    the stages without their own, and an even share of the time left.
 
     Returns
     -------
     list of dict
         Every stage's validations (``train``'s entries) with the stage's ``fields`` and ``lr``.
     """
-    steps = max(1, context.budget.steps // max(len(stages), 1))
+    shared = [stage for stage in stages if stage.steps is None]
+    steps = max(1, context.budget.steps // max(len(shared), 1))
     limit = context.budget.max_seconds
     start = time.perf_counter()
     history: list[dict] = []
@@ -188,7 +191,8 @@ def train_stages(module: torch.nn.Module, stages: Sequence[Stage], context: FitC
             if seconds <= 0:
                 break
         entries = train(module, stage.loss_fn, stage.validate, context, lr=stage.lr, fresh_samples=fresh_samples,
-                        desc=stage.desc, parameters=stage.parameters, steps=steps, seconds=seconds)
+                        desc=stage.desc, parameters=stage.parameters,
+                        steps=steps if stage.steps is None else stage.steps, seconds=seconds)
         history += [{**entry, **stage.fields, "lr": stage.lr} for entry in entries]
     return history
 

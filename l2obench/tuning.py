@@ -48,20 +48,37 @@ class ClassicalSolver(Solver):
             self.tuning_ = []
             return self
         observation, target = context.val.observation(), context.val.target
-        table, best = [], None
+        losses = []
         with torch.no_grad():
             for point in points:
                 self.set_params(**point)
-                loss = float(context.problem.loss(self.solve(observation).estimate, target).sum())
-                table.append({**point, "val_loss": loss})
-                if math.isfinite(loss) and (best is None or loss < best[1]):
-                    best = (point, loss)
+                losses.append(context.problem.loss(self.solve(observation).estimate, target))
+        self.tuning_ = self.choose(points, losses, observation)
+        context.log["tuning"] = self.tuning_
+        return self
+
+    def choose(self, points: list[dict[str, Any]], losses: list[Any], observation: Mapping[str, Any]) -> list[dict]:
+        """Set the grid point of the lowest validation loss summed over instances (the first on ties).
+
+        ``losses[i]`` holds the validation instances' losses at ``points[i]``; returns the
+        tuning table (each point with its ``val_loss``). A subclass may choose otherwise
+        (e.g. per noise level, ``l2obench_plugins.denoisers``).
+
+        Raises
+        ------
+        DivergedError
+            If every point's loss is infinite or NaN.
+        """
+        table, best = [], None
+        for point, loss in zip(points, losses):
+            total = float(loss.sum())
+            table.append({**point, "val_loss": total})
+            if math.isfinite(total) and (best is None or total < best[1]):
+                best = (point, total)
         if best is None:
             raise DivergedError(f"every tuning point diverged on validation: {points}")
         self.set_params(**best[0])
-        self.tuning_ = table
-        context.log["tuning"] = table
-        return self
+        return table
 
     def with_data_term(self, name: str | None) -> "ClassicalSolver":
         """Solve with the data term ``name`` (``l2obench.datafits.DATA_TERMS``); ``fit`` calls it.

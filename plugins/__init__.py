@@ -447,9 +447,16 @@ _NOISE_LEVEL = Param("given", help="given: read the instance's sigma (non-blind,
                      type=str, choices=("given", "estimated"))
 
 
+_LEVEL_EDGES = Param([20.0, 30.0, 40.0, 50.0], help="tune separately on validation images whose sigma (x 255) "
+                                                   "falls between these edges (bins around the test levels "
+                                                   "15 .. 55); []: one tuning for all levels",
+                     type=float, many=True, ge=0)
+
+
 def _denoiser_spec(name: str, cls: str, description: str, params: dict) -> SolverSpec:
     return SolverSpec(name=name, factory=f"l2obench_plugins.denoisers:{cls}", families=("denoising",),
-                      learned=False, description=description, params={**params, "noise_level": _NOISE_LEVEL})
+                      learned=False, description=description,
+                      params={**params, "noise_level": _NOISE_LEVEL, "level_edges": _LEVEL_EDGES})
 
 
 WAVELET = _denoiser_spec(
@@ -532,6 +539,9 @@ DNCNN_STOP = SolverSpec(
                             type=bool),
         "policy_hidden": Param(16, help="channels of the policy CNN and width of its last hidden layer", type=int,
                                ge=1),
+        "head_steps": Param(200, help="after the warm start, steps training the exit heads alone at lr (deep "
+                                      "supervision) before stage I's fine-tuning at lr / 10 (0: none, as the "
+                                      "authors)", type=int, ge=0),
         "stage1_steps": Param(None, help="stage I steps (shared by its decay stages); null: the suite's training "
                                          "budget, as the warm start", type=int, ge=1, nullable=True),
         "policy_lr": Param(1e-2, help="Adam learning rate of stage II (the policy; the authors' 1e-3, for 100 "

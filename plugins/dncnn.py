@@ -24,7 +24,9 @@ normalisation on its running statistics, optional stage III), every stage on
 random patches. With ``warm_start`` (the default) the network first trains as
 DnCNN (its last output), then stage I fine-tunes it with the exits at a tenth of
 ``lr`` for ``stage1_steps``, as the authors pretrain DnCNN at 1e-3 and fine-tune
-``DnCNN_DS`` at 1e-4. The policy starts as one that never stops
+``DnCNN_DS`` at 1e-4; before that, ``head_steps`` train the exit heads alone at
+``lr`` (the authors fine-tune for 50 epochs; a short budget at a tenth of ``lr``
+leaves the heads, which start at zero, near the noisy input). The policy starts as one that never stops
 (``INITIAL_STOP_LOGIT``). An early exit skips the remaining layers for the
 images that stop; ``iterations`` and the stop distribution count exits (exit
 ``t`` sits after layer ``exit_layers[t-1]``, the last exit after layer ``depth``).
@@ -39,8 +41,9 @@ from torch import nn
 from l2obench.contracts import FitContext, Solution
 from l2obench.dncnn import DnCNN, exit_layers
 from l2obench.image_training import IMAGE_CHUNK, PatchTraining, solve_in_chunks
-from l2obench.learned import LearnedSolver
+from l2obench.learned import LearnedSolver, split_mean
 from l2obench.learned_stopping import FINETUNE_LR_FACTOR, LearnedStopping, StoppingModel, position_encoding
+from l2obench.training import Stage
 
 __all__ = ["DnCNNDenoiser", "DnCNNStop", "DnCNNStopModel", "ImageStopPolicy"]
 
@@ -119,7 +122,8 @@ class DnCNNStop(PatchTraining, LearnedStopping):
     """DnCNN with a learned stopping policy (``denoising`` family), blind.
 
     Hyper-parameters (see ``l2obench list``): those of ``dncnn`` and ``exit_every``,
-    ``head``, ``beta``, ``layer_cost``, ``warm_start``, ``policy_hidden``, ``stage1_steps``, ``policy_lr``,
+    ``head``, ``beta``, ``layer_cost``, ``warm_start``, ``policy_hidden``, ``head_steps``, ``stage1_steps``,
+    ``policy_lr``,
     ``policy_steps``, ``hard_oracle``, ``finetune_steps``, ``support_mass``, ``stop_rule``,
     ``sample_seed``. Fitted state: ``network_`` (a ``DnCNNStopModel``).
     """
@@ -176,6 +180,29 @@ class DnCNNStop(PatchTraining, LearnedStopping):
     def train_network(self, context: FitContext) -> dict:
         self.start_patches(context)
         return super().train_network(context)
+
+    def stage1_schedule(self, loss_fn, validate, context: FitContext) -> list[Stage]:
+        """After the warm start, first ``head_steps`` training the exit heads alone at ``lr`` on the sum of
+        their losses (deep supervision; the trained layers and their batch normalisation held), early-stopped
+        on the same sum on validation; then stage I. Stage I's oracle weighting alone gives a head no
+        gradient while the last output is best on every image, as it is after the warm start, and its
+        tenth of ``lr`` leaves the heads, which start at zero, near the noisy input."""
+        stages = super().stage1_schedule(loss_fn, validate, context)
+        if not (self.warm_start and self.head_steps):
+            return stages
+        problem, dncnn = context.problem, self.network_.dncnn
+
+        def exit_losses(part) -> torch.Tensor:  # (N,): the exits' losses summed, the last output left out
+            return torch.stack([problem.loss(x, part.target) for x in self.forward(part.observation())[:-1]]).sum(0)
+
+        def heads_loss(batch) -> torch.Tensor:
+            dncnn.layers.eval()  # the trained layers' batch normalisation statistics stay as they are
+            return exit_losses(self.training_batch(batch)).mean()
+
+        heads = Stage(heads_loss, lambda: split_mean(context.val, exit_losses, IMAGE_CHUNK), self.lr,
+                      list(dncnn.heads.parameters()), f"{self.label} exit heads (T={self.n_outputs})",
+                      steps=self.head_steps)
+        return [heads, *stages]
 
     def warm_start_network(self, context: FitContext) -> list[dict]:
         """DnCNN's training (its last output, random patches) before stage I."""

@@ -44,6 +44,7 @@ by ``sigma_error``, the mean ``|sigma_hat - sigma|`` in grey levels.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -240,6 +241,16 @@ def noise_std(clean: torch.Tensor, sigma: torch.Tensor, noise: str, edge_noise: 
 
 # -- metrics -----------------------------------------------------------------------------------
 
+def png(image: torch.Tensor) -> bytes:
+    """A grayscale image ``(1, H, W)`` or ``(H, W)`` in [0, 1] as 8-bit PNG bytes (clipped to [0, 1])."""
+    from PIL import Image
+
+    pixels = (image.detach().double().cpu().clamp(0, 1).squeeze(0).numpy() * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")  # uint8 (H, W): 8-bit grayscale
+    return buffer.getvalue()
+
+
 def _check_shapes(estimate: torch.Tensor, clean: torch.Tensor) -> None:
     if estimate.shape != clean.shape:
         raise InvalidEstimateError(f"estimate of shape {tuple(estimate.shape)} does not match the clean images "
@@ -393,6 +404,22 @@ class Denoising(ProblemFamily):
         if per_subset and "sigma" in instances.groups:
             out += per_level(instances.groups["sigma"].cpu(), sigma_label, measure)
         return out
+
+    def illustrations(self, estimate: torch.Tensor, instances: Instances) -> dict[str, bytes]:
+        """The first image of each noise level as PNG files: the estimate (``sigma25_0.png``) and, under
+        ``input/``, the noisy and clean images (``sigma25_0_noisy.png``, ``sigma25_0_clean.png``);
+        grey levels clipped to [0, 1]. None for splits without discrete levels (train, val)."""
+        if "sigma" not in instances.groups:
+            return {}
+        levels = instances.groups["sigma"].cpu()
+        files = {}
+        for level in torch.unique(levels).tolist():
+            i = int(torch.nonzero(levels == level)[0])
+            name = f"sigma{level:g}_{i}"
+            files[f"{name}.png"] = png(estimate[i])
+            files[f"input/{name}_noisy.png"] = png(instances.observed["noisy"][i])
+            files[f"input/{name}_clean.png"] = png(instances.target["clean"][i])
+        return files
 
     def evaluate_extras(self, extras: Mapping[str, Any], instances: Instances,
                         per_subset: bool = True) -> list[Measurement]:

@@ -96,7 +96,7 @@ _DENOISERS = [
 ]
 # The learned denoisers at the smoke scale: 4 layers of 8 channels on 8 x 8 patches, 60 steps at lr 1e-2.
 _DNCNN_SMOKE = {"n_layers": 4, "width": 8, "patch": 8, "lr": 1e-2}
-_DNCNN_STOP_SMOKE = {**_DNCNN_SMOKE, "policy_hidden": 4, "stage1_steps": 10, "policy_steps": 10}
+_DNCNN_STOP_SMOKE = {**_DNCNN_SMOKE, "policy_hidden": 4, "head_steps": 10, "stage1_steps": 10, "policy_steps": 10}
 _DENOISING_SMOKE_BUDGET = {"steps": 60, "batch_size": 8, "eval_every": 20, "patience": 2}
 _LEARNED_DENOISERS_SMOKE = [
     {"solver": "dncnn", "label": "DnCNN", "params": _DNCNN_SMOKE, "budget": _DENOISING_SMOKE_BUDGET},
@@ -326,7 +326,7 @@ _LEARNED_DENOISERS = [
     {"solver": "dncnn", "label": "DnCNN", "params": {"n_layers": 17, "width": 64, "patch": 40},
      "only_scales": ["paper"]},
     {"solver": "dncnn_stop", "label": "DnCNN-stop", "problems": ["dead-leaves", "photos"],
-     "params": {"lr": 2e-3, "stage1_steps": 100, "policy_steps": 60}, "only_scales": ["small"]},
+     "params": {"lr": 2e-3, "stage1_steps": 100, "policy_steps": 60, "layer_cost": 2e-4}, "only_scales": ["small"]},
     {"solver": "dncnn_stop", "label": "DnCNN-stop", "params": _DNCNN_STOP_SMOKE, "budget": _DENOISING_SMOKE_BUDGET,
      "problems": ["photos"], "only_scales": ["smoke"]},
     {"solver": "dncnn_stop", "label": "DnCNN-stop", "params": {"n_layers": 20, "width": 64, "patch": 40,

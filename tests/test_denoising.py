@@ -1,6 +1,7 @@
 """The denoising family (thesis 5.5.3, NeurIPS 2020 7.2) and its classical denoisers."""
 import json
 import math
+import re
 import socket
 
 import numpy as np
@@ -293,10 +294,40 @@ def test_classical_denoisers_tune_their_multiplier_on_validation():
 
     context, test = smoke_context(REGISTRY, "denoising", {**TINY, "crop": 32, "n_val": 20})
     grid = list(REGISTRY.solver("tv").params["weight"].grid)
-    model = solver("tv").fit(type(context)(**{**vars(context), "tune": {"weight": grid}}))
+    model = solver("tv", level_edges=[]).fit(type(context)(**{**vars(context), "tune": {"weight": grid}}))
     assert [row["weight"] for row in model.tuning_] == grid
     best = min(model.tuning_, key=lambda row: row["val_loss"])
-    assert model.weight == best["weight"]
+    assert model.weight == best["weight"] and model.levels_ == []
+
+
+def test_classical_denoisers_tune_per_noise_level_and_solve_each_image_with_its_levels_choice():
+    from l2obench.testing import smoke_context
+
+    context, test = smoke_context(REGISTRY, "denoising", {**TINY, "crop": 32, "n_val": 40, "n_test": 30,
+                                                          "test_sigma": [5, 25, 60]})
+    context = type(context)(**{**vars(context), "tune": {"weight": list(REGISTRY.solver("tv").params["weight"].grid)}})
+    model = solver("tv").fit(context)
+    single = solver("tv", level_edges=[]).fit(context)
+    assert len(model.levels_) == 5
+    levels = [row["level"] for row in model.tuning_ if "level" in row]
+    for b, level in enumerate(dict.fromkeys(levels)):
+        rows = [row for row in model.tuning_ if row.get("level") == level]
+        assert model.levels_[b]["weight"] == min(rows, key=lambda row: row["val_loss"])["weight"]
+    # choosing per level can only lower the validation loss
+    val = context.val
+    loss = lambda m: float(DENOISING.build(**{**TINY, "crop": 32}).loss(m.solve(val.observation()).estimate,
+                                                                       val.target).sum())
+    assert loss(model) <= loss(single) * (1 + 1e-9)
+    # each test image is denoised with its own bin's weight (sigma 5 -> bin 0, 25 -> 1, 60 -> 4)
+    observation, estimate = test.observation(), model.solve(test.observation()).estimate
+    for b in (0, 1, 4):
+        rows = torch.nonzero(torch.as_tensor(model.level_bins(observation["sigma"].double().numpy()) == b)).flatten()
+        alone = solver("tv", level_edges=[], weight=model.levels_[b]["weight"]).solve(
+            {key: value[rows] for key, value in observation.items()}).estimate
+        torch.testing.assert_close(estimate[rows], alone)
+    restored = solver("tv").load_state_dict(model.state_dict())
+    assert restored.levels_ == model.levels_
+    torch.testing.assert_close(restored.solve(observation).estimate, estimate)
 
 
 @pytest.mark.parametrize("settings, match", [
@@ -359,3 +390,23 @@ def test_denoising_smoke_suite_end_to_end_reports_psnr_and_ssim_per_noise_level(
     assert set(ood["subset"]) == {"all", "sigma=65", "sigma=75"}
     psnr_all = final[(final["split"] == "test") & (final["metric"] == "psnr") & (final["subset"] == "all")]
     assert psnr_all.set_index("solver")["value"].min() > 21.0  # every one denoises (noisy: about 18 dB)
+    # the visual comparison: each solver's output of the first image per level, and the inputs once
+    from PIL import Image
+
+    def pixels(path):
+        with Image.open(path) as png:
+            assert png.mode == "L" and png.size == (16, 16)
+            return torch.from_numpy(np.asarray(png, dtype=np.float64) / 255)
+
+    images = results / "images" / "photos" / "seed0"
+    inputs = images / "input" / "test"
+    names = sorted(p.name[:-len("_clean.png")] for p in inputs.glob("*_clean.png"))
+    assert [name.split("_")[0] for name in names] == [f"sigma{level}" for level in (15, 25, 35, 45, 55)]
+    for solver in psnr_all["solver"]:
+        folder = images / re.sub(r"[^A-Za-z0-9._=-]+", "_", solver).strip("_")
+        assert sorted(p.name for p in (folder / "test").iterdir()) == [f"{name}.png" for name in names]
+        assert sorted(p.name.split("_")[0] for p in (folder / "ood").iterdir()) == ["sigma65", "sigma75"]
+        clean = torch.stack([pixels(inputs / f"{name}_clean.png") for name in names])
+        noisy = torch.stack([pixels(inputs / f"{name}_noisy.png") for name in names])
+        out = torch.stack([pixels(folder / "test" / f"{name}.png") for name in names])
+        assert psnr(out, clean).mean() > psnr(noisy, clean).mean(), solver  # the PNGs show the denoising

@@ -17,7 +17,7 @@ REGISTRY = Registry()
 TINY = {"crop": 16, "n_train": 32, "n_val": 8, "n_test": 10, "n_ood": 4}
 BUDGET = Budget(steps=30, batch_size=8, eval_every=10, patience=3)
 NET = {"n_layers": 5, "width": 8, "patch": 8}
-STOP = {**NET, "policy_steps": 20, "policy_hidden": 4}
+STOP = {**NET, "policy_steps": 20, "policy_hidden": 4, "head_steps": 10}
 
 
 def build(name, **params):
@@ -148,6 +148,34 @@ def test_dncnn_stop_trains_by_the_shared_stages(monkeypatch):
         best = torch.stack([ctx.problem.loss(x, target) for x in model.forward(obs)]).amin(0).mean()
     assert min(h["val_metric"] for h in history["stage1"]) == pytest.approx(float(best), rel=1e-5)
     assert len(history["stop_support"]["q_phi_mean"]) == model.n_outputs == len(exit_layers(5)) + 1
+
+
+def test_exit_heads_train_alone_on_their_summed_losses_before_stage_one():
+    from l2obench.training import train_stages
+
+    ctx, _ = context()
+    model = build("dncnn_stop", **{**STOP, "head_steps": 30}).initialize(ctx)
+    model.start_patches(ctx)
+    heads, *stage1 = model.stage1_schedule(None, None, ctx)
+    assert heads.steps == 30 and heads.lr == model.lr and len(stage1) == 1 + len(model.lr_decays)
+    assert {id(p) for p in heads.parameters} == {id(p) for p in model.network_.dncnn.heads.parameters()}
+    obs, target = ctx.val.observation(), ctx.val.target
+
+    def outputs():
+        with torch.no_grad():
+            return model.forward(obs)
+
+    before = outputs()
+    history = train_stages(model.network_, [heads], ctx)
+    after = outputs()
+    torch.testing.assert_close(after[-1], before[-1], rtol=0, atol=0)  # the layers and their statistics held
+    exit_loss = lambda outs: float(sum(ctx.problem.loss(x, target).mean() for x in outs[:-1]))  # noqa: E731
+    assert exit_loss(after) < 0.8 * exit_loss(before)  # the heads start at zero: exits = the noisy image
+    assert min(h["val_metric"] for h in history) == pytest.approx(exit_loss(after), rel=1e-4)
+    # no heads stage from scratch (stage I trains everything at lr) or with head_steps = 0
+    for params in ({"warm_start": False}, {"head_steps": 0}):
+        assert len(build("dncnn_stop", **{**STOP, **params}).initialize(ctx).stage1_schedule(None, None, ctx)) \
+            == 1 + len(model.lr_decays)
 
 
 def test_early_exit_and_full_depth_passes_agree(fitted):

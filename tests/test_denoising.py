@@ -410,3 +410,13 @@ def test_denoising_smoke_suite_end_to_end_reports_psnr_and_ssim_per_noise_level(
         noisy = torch.stack([pixels(inputs / f"{name}_noisy.png") for name in names])
         out = torch.stack([pixels(folder / "test" / f"{name}.png") for name in names])
         assert psnr(out, clean).mean() > psnr(noisy, clean).mean(), solver  # the PNGs show the denoising
+    # composed side by side, one figure per split: a row per level, clean, noisy and a column per solver
+    from l2obench.gallery import galleries
+
+    figures = galleries([results], tmp_path / "gallery")
+    assert sorted(path.name for path, _ in figures["photos"]) == ["gallery_photos_seed0_ood.png",
+                                                                  "gallery_photos_seed0_test.png"]
+    with Image.open(tmp_path / "gallery" / "gallery_photos_seed0_test.png") as figure:
+        width, height = figure.size
+    columns = 2 + len(psnr_all)
+    assert width == pytest.approx(1.6 * columns * 110, abs=2) and height == pytest.approx((1.75 * 5 + 0.3) * 110, abs=2)

@@ -38,7 +38,7 @@ from l2obench.cache import Cache
 from l2obench.contracts import FitContext, Instances, Solver, check_estimate
 from l2obench.data import Splits, make_splits
 from l2obench.errors import DivergedError, InvalidEstimateError, UsageError
-from l2obench.hashing import canonical_json, content_key, source_digest
+from l2obench.hashing import canonical_json, content_key
 from l2obench.identity import Identities, SuiteSource, sweep_json
 from l2obench.limits import cell_time_limit
 from l2obench.lock import LOCK_NAME, RunLock
@@ -253,13 +253,16 @@ class CellComputer:
             "wall_clock_s": wall_clock_s, "timestamp": dt.datetime.now(dt.timezone.utc),
             "data_hash": data_hash, "identity": self.identities.identity(cell),
             "code_version": canonical_json(self.identities.code_version(cell)),
+            "plugin": canonical_json({"family": self.registry.problems[cell.family].plugin.provenance,
+                                      "solver": self.registry.solvers[cell.solver].plugin.provenance}),
         }
 
     def _fit(self, cell: Cell, data: Splits, solver: Solver) -> tuple[float, bool, dict]:
         spec = self.registry.solver(cell.solver)
         tune = {k: list(p.grid) for k, p in spec.params.items()
                 if p.grid is not None and k not in cell.fixed_params}
-        key = content_key("model", data.key, spec.name, str(spec.factory), source_digest(type(solver)),
+        # The code version of the cell's identity: the solver's and the family's source, SolverSpec.version.
+        key = content_key("model", data.key, spec.name, str(spec.factory), self.identities.code_version(cell),
                           dict(cell.params), tune, vars(cell.budget) if cell.learned else None)
         state = self.cache.load("models", key)
         if state is not None:

@@ -2,7 +2,8 @@
 
 Classical solvers get the same chance as learned ones: whatever a solver's spec
 gives a grid for, and the suite did not fix, is searched on validation, and the
-search time is reported as the solver's fit time. ``fit`` also records the
+search time is reported as the solver's fit time; a progress bar
+(``FitContext.progress``) counts the grid's points. ``fit`` also records the
 family's data term (``l2obench.datafits``) by name, so that ``solve`` can
 build it from an observation and the name survives ``state_dict``.
 """
@@ -49,13 +50,21 @@ class ClassicalSolver(Solver):
             return self
         observation, target = context.val.observation(), context.val.target
         table, best = [], None
-        with torch.no_grad():
-            for point in points:
-                self.set_params(**point)
-                loss = float(context.problem.loss(self.solve(observation).estimate, target).sum())
-                table.append({**point, "val_loss": loss})
-                if math.isfinite(loss) and (best is None or loss < best[1]):
-                    best = (point, loss)
+        bar = context.progress(total=len(points), desc=f"tuning {type(self).__name__}") if context.progress else None
+        try:
+            with torch.no_grad():
+                for point in points:
+                    self.set_params(**point)
+                    loss = float(context.problem.loss(self.solve(observation).estimate, target).sum())
+                    table.append({**point, "val_loss": loss})
+                    if math.isfinite(loss) and (best is None or loss < best[1]):
+                        best = (point, loss)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(best=f"{best[1]:.4g}" if best else "-")
+        finally:
+            if bar is not None:
+                bar.close()
         if best is None:
             raise DivergedError(f"every tuning point diverged on validation: {points}")
         self.set_params(**best[0])

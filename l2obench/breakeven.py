@@ -162,10 +162,12 @@ def render(board: pd.DataFrame, fmt: str = "terminal") -> str:
     if board.empty:
         return "break-even: no learned solver with timings in these results\n"
     headers, rows = displayed(board)
+    if fmt == "latex":
+        rows = [[text.replace("—", "---") for text in row] for row in rows]
     tablefmt = {"terminal": "simple", "markdown": "pipe", "latex": "latex"}[fmt]
     title = {"markdown": "### Break-even\n", "latex": "% break-even\n"}.get(fmt, "break-even\n")
     note = ("break-even N: instances after which the learned solver's fit + N solves cost no more than those of "
             "every classical solver at least as good (their tuning included); never: it solves slower; "
             "—: no classical solver is as good")
-    note = {"latex": f"% {note}", "markdown": note[0].upper() + note[1:] + "."}.get(fmt, note)
+    note = {"latex": f"% {note.replace('—', '---')}", "markdown": note[0].upper() + note[1:] + "."}.get(fmt, note)
     return f"{title}{tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)}\n\n{note}\n"

@@ -59,6 +59,8 @@ def test_table_takes_the_largest_break_even_over_classical_solvers_at_least_as_g
     text = breakeven.render(board.reset_index(), "terminal")
     assert [line.split()[1] for line in text.splitlines()[3:7]] == ["L1", "L2", "L3", "L4"]
     assert "400" in text and "never" in text and "—" in text and NONE_AS_GOOD in text
+    latex = breakeven.render(board.reset_index(), "latex")
+    assert "\\begin{tabular}" in latex and "---" in latex and "—" not in latex
 
 
 def test_higher_is_better_metrics_and_seeds_in_common():

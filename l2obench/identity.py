@@ -19,8 +19,9 @@ A cell's identity hashes
   its author set one (key ``solver_version``; unversioned solvers keep the
   identities they had before versions existed).
 
-The same code version keys the cache of fitted models (``l2obench.runner``), so a
-cell runs again exactly when its model is fitted again. Which plugin produced a
+The same code version is part of the key of cached fitted models
+(``l2obench.runner``): a cell that runs again for its code fits its model again,
+never loads the one fitted before the change. Which plugin produced a
 row (built-in, a file and its hash, or a package and its version) is recorded
 in the ``plugin`` column, not in the identity: moving a plugin file or
 reinstalling the same code changes no result.

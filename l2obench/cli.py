@@ -249,13 +249,18 @@ def run(suite, scale, seeds, solvers, problems, device, results, resume, cell_ti
 @click.option("--metric", "metrics", multiple=True, help="Metric column(s) (default: the dB metrics).")
 @click.option("--split", default="test", show_default=True, help="Split whose metrics are shown.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
-def leaderboard_command(results, fmt, metrics, split, output):
+@click.option("--break-even", "break_even", is_flag=True,
+              help="Add each learned solver's break-even number of instances (see the README).")
+def leaderboard_command(results, fmt, metrics, split, output, break_even):
     """Tabulate results (run directories or Parquet files): solvers x metrics per problem."""
-    from l2obench import leaderboard
+    from l2obench import breakeven, leaderboard
     from l2obench.results import read_results
 
     with _pooling_warnings():
-        text = leaderboard.render(leaderboard.table(read_results(results), metrics, split), fmt)
+        df = read_results(results)
+        text = leaderboard.render(leaderboard.table(df, metrics, split), fmt)
+        if break_even:
+            text += ("" if fmt == "csv" else "\n") + breakeven.render(breakeven.table(df), fmt)
     if output:
         Path(output).write_text(text)
     else:
@@ -272,9 +277,12 @@ def _pooling_warnings():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PoolingWarning)
         yield
+    shown = set()  # the leaderboard and the break-even table pool the same rows
     for warning in caught:
         if issubclass(warning.category, PoolingWarning):
-            click.echo(f"l2obench: warning: {warning.message}", err=True)
+            if str(warning.message) not in shown:
+                click.echo(f"l2obench: warning: {warning.message}", err=True)
+            shown.add(str(warning.message))
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 

@@ -44,6 +44,12 @@ def tensors_hash(tensors: Mapping[str, Any], length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def file_digest(path, length: int = 16) -> str:
+    """Hash of a file's bytes: the source hash of a plugin file, or of a module behind a factory."""
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()[:length]
+
+
 def source_digest(cls: type, length: int = 16) -> str:
     """Hash of the source files behind ``cls``, so that a cached fitted state is not served after
     its code changed: the modules defining ``cls`` and its base classes, and the modules of the

@@ -14,7 +14,17 @@ A cell's identity hashes
   modules defining it and its base classes, and of the modules of the same
   packages (or of l2obench) that those modules import. A module imported only
   inside a function is not covered. A factory that is not a class is covered by
-  its defining module's file.
+  its defining module's file. This hash covers a ``--plugin`` file whenever the
+  solver's class is defined in it; and the solver's ``SolverSpec.version``, when
+  its author set one (key ``solver_version``; unversioned solvers keep the
+  identities they had before versions existed).
+
+The same code version is part of the key of cached fitted models
+(``l2obench.runner``): a cell that runs again for its code fits its model again,
+never loads the one fitted before the change. Which plugin produced a
+row (built-in, a file and its hash, or a package and its version) is recorded
+in the ``plugin`` column, not in the identity: moving a plugin file or
+reinstalling the same code changes no result.
 
 Labels, the suite's name and the scale's name are not part of it (a scale acts
 through the settings and the budget), nor is the harness's own bookkeeping
@@ -24,12 +34,11 @@ through the settings and the budget), nor is the harness's own bookkeeping
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from l2obench.hashing import canonical_json, content_key, source_digest
+from l2obench.hashing import canonical_json, content_key, file_digest, source_digest
 from l2obench.suites import Cell
 
 __all__ = ["Identities", "SuiteSource", "code_version", "sweep_json"]
@@ -44,8 +53,7 @@ def code_version(factory: Any) -> str:
     try:
         if isinstance(factory, type):
             return source_digest(factory)
-        path = getattr(sys.modules.get(getattr(factory, "__module__", "")), "__file__", None)
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        return file_digest(getattr(sys.modules.get(getattr(factory, "__module__", "")), "__file__", None))
     except (OSError, TypeError):
         return "unavailable"
 
@@ -77,7 +85,8 @@ class Identities:
             return None
 
     def code_version(self, cell: Cell) -> dict[str, str]:
-        """``{"family": .., "solver": ..}``: the source hashes of the cell's family and solver."""
+        """``{"family": .., "solver": ..}``: the source hashes of the cell's family and solver, and
+        ``"solver_version"``: the solver's ``SolverSpec.version`` when it has one."""
         out = {}
         for kind, name in (("family", cell.family), ("solver", cell.solver)):
             if (kind, name) not in self._code:
@@ -86,6 +95,9 @@ class Identities:
                 if kind == "family":
                     self._versions[name] = getattr(factory, "version", None)
             out[kind] = self._code[kind, name]
+        version = self.registry.solver(cell.solver).version
+        if version is not None:
+            out["solver_version"] = str(version)
         return out
 
     def identity(self, cell: Cell) -> str:

@@ -19,7 +19,11 @@ import pluggy
 
 from l2obench import hookspecs
 from l2obench.errors import PluginError, UnknownNameError, UsageError
+from l2obench.hashing import file_digest
 from l2obench.specs import ProblemSpec, SolverSpec, SuiteSpec
+
+# The distribution whose entry points are the built-in plugins.
+BUILT_IN = "l2obench"
 
 
 @dataclass
@@ -30,10 +34,23 @@ class PluginRecord:
     origin: str  # "package <dist> <version>" or "file <path>"
     error: str | None = None
     provides: list[str] = field(default_factory=list)
+    source_file: str | None = None  # a plugin file's absolute path
+    source_hash: str | None = None  # and its hash (l2obench.hashing.file_digest)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def provenance(self) -> str:
+        """What rows record as their producer (the ``plugin`` column): ``"built-in"`` (l2obench's
+        own distribution), ``"package <dist> <version>"``, ``"file <path> sha256:<hash>"``, or the
+        origin given to ``Registry.register_plugin``."""
+        if self.origin.startswith(f"package {BUILT_IN} "):
+            return "built-in"
+        if self.source_file is not None:
+            return f"file {self.source_file} sha256:{self.source_hash}"
+        return self.origin
 
 
 @dataclass
@@ -103,6 +120,7 @@ class Registry:
             raise UsageError(f"plugin file not found: {path}")
         name = f"l2obench_file_plugin_{path.stem}"
         record = self._add_record(f"file:{path}", path.stem, f"file {path}")
+        record.source_file, record.source_hash = str(path.resolve()), file_digest(path)
         try:
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)

@@ -4,7 +4,8 @@
 and PNG figures under ``figures/``, one section per problem: its leaderboard
 (mean ± standard deviation over seeds, seeds and test instances per row), the
 primary metric against iteration and wall-clock, stop-time distributions,
-the metric against a swept value, and per-level results. Training curves and
+the metric against a swept value, and per-level results; then the break-even
+cost of each learned solver (``l2obench.breakeven``). Training curves and
 tuning grids are not in the result rows, so they are not shown.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from l2obench import figures, leaderboard
+from l2obench import breakeven, figures, leaderboard
 from l2obench.compare import primary_metric, primary_metrics
 from l2obench.pooling import SHARED_MARK, one_copy_per_cell, split_shared_labels
 from l2obench.results import expand_sweep
@@ -77,6 +78,7 @@ def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sour
     for section in sections:
         part = rows[rows["problem_base"] == section]
         body.append(_Section(section, part, board, known, output).render())
+    body.append(_break_even(rows.assign(sweep=None), known))
     body.append(f'<p class="note">{html.escape(WALL_CLOCK_NOTE)} {html.escape(NOT_RECORDED_NOTE)}</p>')
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>l2obench report</title><style>{STYLE}</style></head><body>\n"
@@ -84,6 +86,22 @@ def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sour
     index = output / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def _break_even(rows: pd.DataFrame, known: dict) -> str:
+    """The break-even table (``l2obench.breakeven``) of every learned solver; empty when none ran."""
+    board = breakeven.table(rows, known)
+    if board.empty:
+        return ""
+    headers, lines = breakeven.displayed(board)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in line) + "</tr>" for line in lines)
+    note = ("Break-even N: the number of instances from which the learned solver's fit time plus N solves cost no "
+            "more than those of every classical solver at least as good on the metric (their tuning time "
+            "included): max over them of ceil((F_L - F_C) / (s_C - s_L)), 0 when the learned solver is cheaper to "
+            "fit and to solve; never: it solves slower; —: no classical solver is as good.")
+    return (f'<h2 id="break-even">Break-even cost</h2><div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+            f'<p class="note">{html.escape(note)}</p>')
 
 
 def _anchor(text: str) -> str:

@@ -21,7 +21,6 @@ import os
 import platform
 import re
 import subprocess
-import sys
 import time
 import traceback
 import uuid
@@ -30,15 +29,15 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 import l2obench
+from l2obench import progress
 from l2obench.atomic import write_atomically
 from l2obench.cache import Cache
 from l2obench.contracts import FitContext, Instances, Solver, check_estimate
 from l2obench.data import Splits, make_splits
 from l2obench.errors import DivergedError, InvalidEstimateError, UsageError
-from l2obench.hashing import canonical_json, content_key, source_digest
+from l2obench.hashing import canonical_json, content_key
 from l2obench.identity import Identities, SuiteSource, sweep_json
 from l2obench.limits import cell_time_limit
 from l2obench.lock import LOCK_NAME, RunLock
@@ -199,9 +198,7 @@ class CellComputer:
         self._context = run_context(run_id, device)
 
     def bar(self, total: int, desc: str):
-        # disable=None: bars only on a terminal, so logs stay clean.
-        return tqdm(total=total, desc=desc, leave=False, disable=None if self.progress_enabled else True,
-                    file=sys.stderr, dynamic_ncols=True)
+        return progress.bar(total, desc, self.progress_enabled)
 
     def data_for(self, cell: Cell) -> Splits:
         """The cell's splits; the last setting's are kept in memory (cells are ordered by data)."""
@@ -254,13 +251,16 @@ class CellComputer:
             "wall_clock_s": wall_clock_s, "timestamp": dt.datetime.now(dt.timezone.utc),
             "data_hash": data_hash, "identity": self.identities.identity(cell),
             "code_version": canonical_json(self.identities.code_version(cell)),
+            "plugin": canonical_json({"family": self.registry.problems[cell.family].plugin.provenance,
+                                      "solver": self.registry.solvers[cell.solver].plugin.provenance}),
         }
 
     def _fit(self, cell: Cell, data: Splits, solver: Solver) -> tuple[float, bool, dict]:
         spec = self.registry.solver(cell.solver)
         tune = {k: list(p.grid) for k, p in spec.params.items()
                 if p.grid is not None and k not in cell.fixed_params}
-        key = content_key("model", data.key, spec.name, str(spec.factory), source_digest(type(solver)),
+        # The code version of the cell's identity: the solver's and the family's source, SolverSpec.version.
+        key = content_key("model", data.key, spec.name, str(spec.factory), self.identities.code_version(cell),
                           dict(cell.params), tune, vars(cell.budget) if cell.learned else None)
         state = self.cache.load("models", key)
         if state is not None:
@@ -556,29 +556,36 @@ class Runner(CellComputer):
         start = time.perf_counter()
         width = len(str(len(self.cells)))
         prefix = lambda i, cell: f"[{i:>{width}}/{len(self.cells)}] {cell.describe()}"  # noqa: E731
+        on_disk = sum(self._done(cell) is not None for cell in self.cells)
+        # The run's bar stays below the cells' lines; its time left is estimated from the cells computed here.
+        cells_bar = progress.bar(len(self.cells), "cells", self.progress_enabled, leave=True, unit="cell",
+                                 initial=on_disk)
+        echo = progress.above_bars(self.echo)
         todo = []
-        for i, cell in enumerate(self.cells, 1):
-            done = self._done(cell)
-            if done is not None:
-                summary.outcomes.append(CellOutcome(cell, done, skipped=True))
-                self.echo(f"{prefix(i, cell)}: {done} (on disk, skipped)")
-            elif executor is None:
-                self._report(prefix(i, cell), self.run_cell(cell), summary)
-            else:
-                todo.append((i, cell))
-        if todo:
-            for k, result in executor.results([cell for _, cell in todo], self.run_id):
-                i, cell = todo[k]
-                self._report(prefix(i, cell), self.record(cell, result), summary)
-            order = {cell.cell_id: i for i, cell in enumerate(self.cells)}
-            summary.outcomes.sort(key=lambda o: order[o.cell.cell_id])
+        with cells_bar, progress.warnings_above_bars(cells_bar):
+            for i, cell in enumerate(self.cells, 1):
+                done = self._done(cell)
+                if done is not None:
+                    summary.outcomes.append(CellOutcome(cell, done, skipped=True))
+                    echo(f"{prefix(i, cell)}: {done} (on disk, skipped)")
+                elif executor is None:
+                    self._report(prefix(i, cell), self.run_cell(cell), summary, echo, cells_bar)
+                else:
+                    todo.append((i, cell))
+            if todo:
+                for k, result in executor.results([cell for _, cell in todo], self.run_id):
+                    i, cell = todo[k]
+                    self._report(prefix(i, cell), self.record(cell, result), summary, echo, cells_bar)
+                order = {cell.cell_id: i for i, cell in enumerate(self.cells)}
+                summary.outcomes.sort(key=lambda o: order[o.cell.cell_id])
         summary.seconds = time.perf_counter() - start
         return summary
 
-    def _report(self, prefix: str, outcome: CellOutcome, summary: RunSummary) -> None:
+    def _report(self, prefix: str, outcome: CellOutcome, summary: RunSummary, echo, cells_bar) -> None:
         summary.outcomes.append(outcome)
         detail = outcome.summary if outcome.status == "ok" else outcome.message
-        self.echo(f"{prefix}: {outcome.status}  {detail}")
+        echo(f"{prefix}: {outcome.status}  {detail}")
+        cells_bar.update(1)
 
     def run_cell(self, cell: Cell) -> CellOutcome:
         """Compute one cell in this process and write its rows."""

@@ -3,16 +3,18 @@
 This pyarrow schema is the single source of truth for results; every write is
 validated against it (column set and types), and readers check its version.
 Version 2 added ``sweep``; version 3 ``identity`` and ``code_version`` (see
-``l2obench.identity``) and the status ``timeout``. Readers take older files with
-the columns they lack as nulls.
+``l2obench.identity``) and the status ``timeout``; version 4 ``plugin`` (the
+plugins that produced the row, ``l2obench.registry.PluginRecord.provenance``).
+Readers take older files with the columns they lack as nulls.
 """
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 # Versions readers accept, with the columns each lacks (read as null).
-READABLE_VERSIONS = {"1": ("sweep", "identity", "code_version"), "2": ("identity", "code_version"), "3": ()}
+READABLE_VERSIONS = {"1": ("sweep", "identity", "code_version", "plugin"), "2": ("identity", "code_version", "plugin"),
+                     "3": ("plugin",), "4": ()}
 
 STATUSES = ("ok", "failed", "diverged", "timeout")
 
@@ -52,6 +54,9 @@ SCHEMA = pa.schema(
         pa.field("identity", pa.string(), nullable=True),
         # source hashes of the solver's and the family's code, canonical JSON {"family": .., "solver": ..}
         pa.field("code_version", pa.string(), nullable=True),
+        # the plugins that produced the row, canonical JSON {"family": .., "solver": ..}: "built-in",
+        # "package <dist> <version>" or "file <path> sha256:<hash>"; null in files before version 4
+        pa.field("plugin", pa.string(), nullable=True),
     ],
     metadata={"l2obench.schema_version": SCHEMA_VERSION},
 )

@@ -256,10 +256,17 @@ class SolverSpec(_Spec):
         Hyper-parameters with defaults and optional tuning grids.
     description : str
         One line for ``l2obench list``.
+    version : str or int, optional
+        The solver's version, set by its author. Fitted models are cached by
+        the source of the solver's code (``l2obench.identity.code_version``);
+        bump the version when its behaviour changes in a way its source does
+        not show (a dependency, data files it reads), so that cells run again
+        and models are fitted anew. ``None``: unversioned.
     """
 
     families: Sequence[str] = ()
     learned: bool = False
+    version: str | int | None = None
 
     def __post_init__(self):
         super().__post_init__()

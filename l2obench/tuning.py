@@ -2,7 +2,8 @@
 
 Classical solvers get the same chance as learned ones: whatever a solver's spec
 gives a grid for, and the suite did not fix, is searched on validation, and the
-search time is reported as the solver's fit time. ``fit`` also records the
+search time is reported as the solver's fit time; a progress bar
+(``FitContext.progress``) counts the grid's points. ``fit`` also records the
 family's data term (``l2obench.datafits``) by name, so that ``solve`` can
 build it from an observation and the name survives ``state_dict``.
 """
@@ -48,11 +49,21 @@ class ClassicalSolver(Solver):
             self.tuning_ = []
             return self
         observation, target = context.val.observation(), context.val.target
-        losses = []
-        with torch.no_grad():
-            for point in points:
-                self.set_params(**point)
-                losses.append(context.problem.loss(self.solve(observation).estimate, target))
+        losses, lowest = [], math.inf
+        bar = context.progress(total=len(points), desc=f"tuning {type(self).__name__}") if context.progress else None
+        try:
+            with torch.no_grad():
+                for point in points:
+                    self.set_params(**point)
+                    losses.append(context.problem.loss(self.solve(observation).estimate, target))
+                    if bar is not None:
+                        total = float(losses[-1].sum())
+                        lowest = min(lowest, total) if math.isfinite(total) else lowest
+                        bar.update(1)
+                        bar.set_postfix(best=f"{lowest:.4g}" if math.isfinite(lowest) else "-")
+        finally:
+            if bar is not None:
+                bar.close()
         self.tuning_ = self.choose(points, losses, observation)
         context.log["tuning"] = self.tuning_
         return self

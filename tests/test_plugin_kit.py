@@ -248,3 +248,29 @@ def test_check_solver_refuses_a_family_that_is_not_registered():
     with registered(_plugin(_Ista, ("lasso", "tomography"))) as registry:
         with pytest.raises(AssertionError, match="declares families that no loaded plugin registers: tomography"):
             check_solver(registry, "candidate")
+
+
+# -- the README's plugin example, verbatim -------------------------------------------------------
+
+def test_readme_plugin_example_runs_verbatim(cli, tmp_path, monkeypatch):
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Adding a solver"):]
+    source = next(body for body in re.findall(r"```python\n(.*?)```", section, flags=re.S)
+                  if body.startswith("# my_solver.py"))
+    command = next(line for body in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+                   for line in body.splitlines() if "--plugin my_solver.py" in line)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_solver.py").write_text(source)
+    args = shlex.split(command)
+    assert args[0] == "l2obench" and "--scale" in args  # the README's command, at a tiny scale
+    code, out, err = cli(*args[1:])
+    assert code == 0, out + err
+    rows = read_results([next((tmp_path / "l2obench-results").iterdir())])
+    mine = rows[rows["solver"] == "my_ista"]
+    assert set(mine["problem"]) == {"cs-tiny"} and set(mine["status"]) == {"ok"}
+    assert mine[(mine["metric"] == "nmse_db") & (mine["split"] == "test") & (mine["subset"] == "all")
+                ]["value"].iloc[0] < -5  # ISTA with a tuned lam recovers the tiny LASSO's signals

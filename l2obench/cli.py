@@ -247,7 +247,7 @@ def run(suite, scale, seeds, solvers, problems, device, results, resume, cell_ti
 
 @cli.group("suite")
 def suite_group():
-    """Show built-in suites as files to copy."""
+    """Registered suites as files to copy and edit."""
 
 
 @suite_group.command("show")
@@ -263,9 +263,8 @@ def suite_show(name, scale, plugins, strict_plugins):
     from l2obench.suite_toml import suite_toml
 
     registry = _registry(plugins, strict_plugins)
-    record = registry.suites.get(name)
-    if record is None:
-        raise UnknownNameError("suite", name, registry.suites)
+    registry.suite(name)  # an unknown name is an UnknownNameError
+    record = registry.suites[name]
     command = f"l2obench suite show {name}" + (f" --scale {scale}" if scale else "")
     header = (f"The suite {name}{f' at scale {scale}' if scale else ''} ({record.plugin.origin}), printed by "
               f"`{command}`.\nSave it to a file, edit it, and run it with `l2obench run --suite FILE.toml`.")

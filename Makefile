@@ -14,7 +14,12 @@ PYTEST_ARGS ?=
 SUITE ?= sparse
 SEEDS ?= 0,1,2
 
-.PHONY: setup run publish test test-all bench asv clean
+# The example plugin package (docs/plugins.md), installed apart from the project's venv (pip --target)
+# so that the project's own tests see the built-in plugins only; its tests see it through its entry point.
+EXAMPLE := examples/l2obench-example-solver
+EXAMPLE_SITE := $(VENV)/example-site
+
+.PHONY: setup run publish test test-example test-all bench asv clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +40,14 @@ publish: setup
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-example
+
+# Install the example package as a user would (a plain pip install) and run its own tests, which include
+# a run of the smoke suite with its solvers.
+test-example: setup
+	rm -rf $(EXAMPLE_SITE)
+	$(BIN)/pip install -q --no-deps --no-build-isolation --target $(EXAMPLE_SITE) ./$(EXAMPLE)
+	cd $(EXAMPLE) && PYTHONPATH=$(abspath $(EXAMPLE_SITE)) $(abspath $(BIN))/python -m pytest -q -p no:cacheprovider
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)

@@ -1,4 +1,5 @@
-"""The ``l2obench`` command line: ``list``, ``run``, ``leaderboard``, ``compare``, ``report`` and ``probe``.
+"""The ``l2obench`` command line: ``list``, ``run``, ``suite show``, ``leaderboard``, ``compare``, ``report``
+and ``probe``.
 
 Heavy modules (torch, pandas) are imported inside the commands that need them,
 so ``l2obench list`` starts quickly.
@@ -144,7 +145,8 @@ def _executor(executor: str, scheduler: str | None, workers: int | None, config)
 @click.option("--scale", type=click.Choice(["smoke", "small", "paper"]),
               help="Problem sizes and budgets [default: the suite's default_scale, else small].")
 @click.option("--seeds", help="Comma-separated seeds (default: the suite's seeds at this scale).")
-@click.option("--solvers", help="Comma-separated solver names or labels to run.")
+@click.option("--solvers", help="Comma-separated solver names or labels to run; a registered solver that the suite "
+                                "does not list (a plugin's) runs on every problem whose family it supports.")
 @click.option("--problems", help="Comma-separated problem families or labels to run.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--results", type=click.Path(file_okay=False),
@@ -180,13 +182,14 @@ def run(suite, scale, seeds, solvers, problems, device, results, resume, cell_ti
     thread_policy.passive_wait_if_busy()  # before torch is imported
     _check_execution(executor, jobs, scheduler, workers)
     from l2obench.identity import SuiteSource
-    from l2obench.suites import default_scale, plan
+    from l2obench.suites import default_scale, plan, with_solvers
 
     registry = _registry(plugins, strict_plugins)
     suite_name, definition, suite_path = _suite_definition(registry, suite)
     scale = scale or default_scale(suite_name, definition)  # an explicit --scale wins
-    cells = plan(registry, suite_name, definition, scale=scale, seeds=_seeds(seeds),
-                 solvers=_comma_list(solvers), problems=_comma_list(problems))
+    solvers = _comma_list(solvers)
+    cells = plan(registry, suite_name, with_solvers(registry, suite_name, definition, solvers, scale), scale=scale,
+                 seeds=_seeds(seeds), solvers=solvers, problems=_comma_list(problems))
     if not cells:
         raise UsageError("the selection leaves no cell to run")
 
@@ -240,6 +243,32 @@ def run(suite, scale, seeds, solvers, problems, device, results, resume, cell_ti
         for outcome in not_ok:
             click.echo(f"  {outcome.cell.describe()}: {outcome.status}  {outcome.message}", err=True)
         sys.exit(1)
+
+
+@cli.group("suite")
+def suite_group():
+    """Registered suites as files to copy and edit."""
+
+
+@suite_group.command("show")
+@click.argument("name")
+@click.option("--scale", type=click.Choice(["smoke", "small", "paper"]),
+              help="Resolve the suite at this scale (entries that run at it, its sizes and budget) "
+                   "[default: every scale, as defined].")
+@_plugin_option
+@_strict_option
+def suite_show(name, scale, plugins, strict_plugins):
+    """Print a registered suite as a TOML suite file (l2obench suite show smoke > my_suite.toml), to edit and
+    run with --suite my_suite.toml."""
+    from l2obench.suite_toml import suite_toml
+
+    registry = _registry(plugins, strict_plugins)
+    registry.suite(name)  # an unknown name is an UnknownNameError
+    record = registry.suites[name]
+    command = f"l2obench suite show {name}" + (f" --scale {scale}" if scale else "")
+    header = (f"The suite {name}{f' at scale {scale}' if scale else ''} ({record.plugin.origin}), printed by "
+              f"`{command}`.\nSave it to a file, edit it, and run it with `l2obench run --suite FILE.toml`.")
+    click.echo(suite_toml(name, record.spec.definition, scale, header=header), nl=False)
 
 
 @cli.command("leaderboard")

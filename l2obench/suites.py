@@ -333,6 +333,65 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
     ]
 
 
+def with_solvers(registry, suite: str, definition: Mapping[str, Any], names: Sequence[str] | None,
+                 scale: str) -> Mapping[str, Any]:
+    """``definition`` with an entry ``{"solver": name}`` added for each of ``names`` that the suite lacks.
+
+    This is how ``l2obench run --solvers`` runs a registered solver (a plugin's, say) on a suite
+    that does not list it: a name that is neither the label nor the solver of one of the suite's
+    solver entries, but a registered solver, becomes a plain entry, so it runs with its default
+    parameters (those with a grid tuned on validation), the suite's budget, on every problem of
+    the suite whose family it supports (see ``plan``).
+
+    Parameters
+    ----------
+    registry : l2obench.registry.Registry
+        Where solvers are looked up.
+    suite : str
+        Suite name (or file path), used in messages.
+    definition : mapping
+        The suite body (see the module docstring).
+    names : sequence of str, optional
+        The ``--solvers`` selection; ``None`` or empty: ``definition`` unchanged.
+    scale : {"smoke", "small", "paper"}
+        The scale of the run: an added solver must support a family of the suite's problems at it.
+
+    Returns
+    -------
+    mapping
+        ``definition`` itself when nothing is added, else a copy with the entries appended.
+
+    Raises
+    ------
+    UsageError
+        For a name that is neither in the suite nor registered, or a registered solver that
+        supports none of the families of the suite's problems at ``scale``.
+    """
+    if not names or not isinstance(definition, Mapping):
+        return definition
+    entries = [entry for entry in definition.get("solvers") or () if isinstance(entry, Mapping)]
+    in_suite = {name for entry in entries for name in (entry.get("label"), entry.get("solver")) if isinstance(name, str)}
+    added = []
+    for name in dict.fromkeys(names):
+        if name in in_suite:
+            continue
+        if name not in registry.solvers:
+            raise UsageError(f"unknown solver {name!r} in --solvers: neither a solver (or label) of suite {suite} "
+                             f"({', '.join(sorted(in_suite))}) nor a registered solver "
+                             f"({', '.join(sorted(registry.solvers))})")
+        spec = registry.solver(name)
+        families = sorted({entry.get("family") for entry in definition.get("problems") or ()
+                           if isinstance(entry, Mapping) and _runs_at(suite, entry, scale)} - {None})
+        if not any(spec.supports(family) for family in families):
+            raise UsageError(f"solver {name!r} supports {', '.join(spec.families) or 'no family'}; suite {suite} "
+                             f"has no problem of those families at scale {scale} (its families: "
+                             f"{', '.join(families) or 'none'})")
+        added.append({"solver": name})
+    if not added:
+        return definition
+    return {**definition, "solvers": [*definition["solvers"], *added]}
+
+
 def _claim_label(where: str, claimed: dict, index: int, label: str, targets: set[str] | None) -> None:
     """Record that entry ``index`` (of ``where``) has ``label``; refuse a label already taken.
 

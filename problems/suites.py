@@ -159,7 +159,7 @@ SPARSE = {
          "only_scales": ["small", "paper"]},
         # The well-conditioned LISTA-CPSS / ALISTA setting, noiseless and at 20 dB.
         {"family": "lasso", "label": "cpss-noiseless",
-         "settings": {"m": 250, "n": 500, "p": 0.1, "snr": [None], "condition_number": 1.0,
+         "settings": {"m": 250, "n": 500, "p": 0.1, "snr": [float("inf")], "condition_number": 1.0,
                       "n_train": 30000, "n_val": 1000, "n_test": 1000},
          "only_scales": ["paper"]},
         {"family": "lasso", "label": "cpss-snr20",

@@ -11,13 +11,19 @@ panel titled with its PSNR against the clean image as stored (8-bit PNG).
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["gallery", "galleries"]
+__all__ = ["folder_name", "gallery", "galleries"]
 
 INPUTS = ("clean", "noisy")
+
+
+def folder_name(label: str) -> str:
+    """A problem's or solver's label as the one path component its images are written under."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_") or "_"
 
 
 def _read(path: Path) -> np.ndarray:

@@ -4,8 +4,9 @@
 and PNG figures under ``figures/``, one section per problem: its leaderboard
 (mean ± standard deviation over seeds, seeds and test instances per row), the
 primary metric against iteration and wall-clock, stop-time distributions,
-the metric against a swept value, and per-level results; then the break-even
-cost of each learned solver (``l2obench.breakeven``). Training curves and
+the metric against a swept value, per-level results and the visual comparison
+of the runs' illustrations (``l2obench.gallery``, e.g. denoised images); then the
+break-even cost of each learned solver (``l2obench.breakeven``). Training curves and
 tuning grids are not in the result rows, so they are not shown.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 
 from l2obench import breakeven, figures, leaderboard
 from l2obench.compare import primary_metric, primary_metrics
+from l2obench.gallery import folder_name, galleries
 from l2obench.pooling import SHARED_MARK, one_copy_per_cell, split_shared_labels
 from l2obench.results import expand_sweep
 
@@ -72,12 +74,13 @@ def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sour
     board = leaderboard.table(rows.assign(sweep=None), split=split)  # labels already carry the swept values
     known = primary_metrics(set(rows["family"]))
     sections = list(dict.fromkeys(rows.sort_values("timestamp", kind="stable")["problem_base"]))
+    pictures = galleries(sources, output / "figures")
     body = ["<h1>l2obench report</h1>", _provenance(rows, sources),
             "<nav>" + "".join(f'<a href="#{_anchor(s)}">{html.escape(s)}</a>' for s in sections) + "</nav>",
             _not_ok(rows)]
     for section in sections:
         part = rows[rows["problem_base"] == section]
-        body.append(_Section(section, part, board, known, output).render())
+        body.append(_Section(section, part, board, known, output, pictures.get(folder_name(section), [])).render())
     body.append(_break_even(rows.assign(sweep=None), known))
     body.append(f'<p class="note">{html.escape(WALL_CLOCK_NOTE)} {html.escape(NOT_RECORDED_NOTE)}</p>')
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -140,8 +143,9 @@ def _not_ok(rows: pd.DataFrame) -> str:
 class _Section:
     """One problem's part of the report (its label before sweeps; several blocks when swept or shared)."""
 
-    def __init__(self, name: str, rows: pd.DataFrame, board: pd.DataFrame, known: dict, output: Path):
-        self.name, self.rows, self.board, self.output = name, rows, board, output
+    def __init__(self, name: str, rows: pd.DataFrame, board: pd.DataFrame, known: dict, output: Path,
+                 pictures: Sequence[tuple[Path, str]] = ()):
+        self.name, self.rows, self.board, self.output, self.pictures = name, rows, board, output, pictures
         final = rows[rows["iteration"].isna()]
         self.metric = primary_metric(rows["family"].iloc[0], final["metric"], known)
         self.learned = dict(zip(rows["solver"], rows["learned"].astype(bool)))
@@ -161,6 +165,9 @@ class _Section:
             parts.append(self._sweeps())
             parts += [self._levels(problem) for problem in self.problems]
         parts += [self._stops(problem) for problem in self.problems]
+        if self.pictures:
+            parts.append("<h3>Visual comparison</h3>")
+            parts += [self._img(path, caption, caption) for path, caption in self.pictures]
         return "\n".join(p for p in parts if p)
 
     def _figure(self, kind: str) -> Path:

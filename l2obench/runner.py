@@ -36,6 +36,7 @@ from l2obench.atomic import write_atomically
 from l2obench.cache import Cache
 from l2obench.contracts import FitContext, Instances, Solver, check_estimate
 from l2obench.data import Splits, make_splits
+from l2obench.gallery import folder_name
 from l2obench.errors import DivergedError, InvalidEstimateError, UsageError
 from l2obench.hashing import canonical_json, content_key
 from l2obench.identity import Identities, SuiteSource, sweep_json
@@ -623,18 +624,13 @@ class Runner(CellComputer):
         return CellResult("failed", [row], message, traceback=trace)
 
 
-def _slug(text: str) -> str:
-    """``text`` as one safe path component."""
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "_"
-
-
 def _illustrations(cell: Cell, family, solution, instances, split: str) -> dict[str, bytes]:
     """The family's illustrations of ``solution`` on ``split`` (``ProblemFamily.illustrations``), by
     their paths in the results directory."""
     with torch.no_grad():
         files = family.illustrations(solution.estimate, instances)
-    base = Path("images") / _slug(sweep_label(cell.problem_label, cell.sweep.get("problem", {}))) / f"seed{cell.seed}"
-    solver = _slug(sweep_label(cell.solver_label, cell.sweep.get("solver", {})))
+    base = Path("images") / folder_name(sweep_label(cell.problem_label, cell.sweep.get("problem", {}))) / f"seed{cell.seed}"
+    solver = folder_name(sweep_label(cell.solver_label, cell.sweep.get("solver", {})))
     placed = {}
     for name, content in files.items():
         parts = Path(name).parts

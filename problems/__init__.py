@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 from l2obench import Param, ProblemSpec, SuiteSpec, hookimpl
-from l2obench_problems.suites import DENOISING as DENOISING_SUITE, L2S, QUADRATIC as QUADRATIC_SUITE, SMOKE, SPARSE
+from l2obench_problems.suites import (DENOISING as DENOISING_SUITE, ENERGY_DENOISING, L2S, QUADRATIC as QUADRATIC_SUITE,
+                                      SMOKE, SPARSE)
 
 LASSO = ProblemSpec(
     name="lasso",
@@ -154,10 +155,12 @@ def l2obench_register_problems(register):
 
 @hookimpl
 def l2obench_register_suites(register):
-    register(SuiteSpec("smoke", SMOKE, "tiny LASSO suite for CI: seconds"))
+    register(SuiteSpec("smoke", SMOKE, "tiny problems of all five families for CI: seconds"))
     register(SuiteSpec("sparse", SPARSE, "sparse recovery: LASSO with classical and learned solvers"))
     register(SuiteSpec("l2s", L2S, "learning to stop, thesis Table 5.2: LISTA and LISTA-stop with long CPU training"))
     register(SuiteSpec("quadratic", QUADRATIC_SUITE, "algorithm layers (GD, NAG, RNN) on quadratic energies over k "
                                                      "and hidden sizes, thesis 4.7 and NeurIPS 2020 Fig. 6"))
     register(SuiteSpec("denoising", DENOISING_SUITE, "image denoising: classical denoisers on dead leaves and "
                                                      "photographs, PSNR / SSIM per noise level (thesis 5.5.3)"))
+    register(SuiteSpec("energy-denoising", ENERGY_DENOISING, "unrolled quadratic-energy denoisers over k and model "
+                                                              "size: the generalization gap (NeurIPS 2020 Fig. 7)"))

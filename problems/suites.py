@@ -377,3 +377,33 @@ DENOISING = {
         {"solver": "bm3d", "label": "BM3D", "only_scales": ["paper"]},
     ] + _LEARNED_DENOISERS + _ENERGY_DENOISERS,
 }
+
+
+# NeurIPS 2020 Fig. 7 (section 7.2) on its own: the unrolled quadratic-energy denoiser, GD and NAG, each
+# k a separately trained model, under-, about right and over-parameterized f and g, on locally adaptive
+# noise; the generalization gap (test MSE - train MSE) against k. As in the paper, 100 training images
+# (here crops); the small scale sweeps k in 1, 4, 12 (the paper's GD^12 is its figure's denoiser).
+ENERGY_DENOISING = {
+    "description": "unrolled quadratic-energy denoisers (GD^k, NAG^k on E_theta, NeurIPS 2020 Fig. 7): the "
+                   "generalization gap against k for under-, about right and over-parameterized f and g",
+    "seeds": {"smoke": [0], "small": [0, 1, 2], "paper": [0, 1, 2]},
+    "budget": {
+        "steps": 30000, "batch_size": 32, "eval_every": 500, "patience": 10,
+        "scales": {"smoke": _DENOISING_SMOKE_BUDGET,
+                   "small": {"steps": 500, "batch_size": 32, "eval_every": 50, "patience": 4}},
+    },
+    "problems": [
+        {"family": "denoising", "label": "dead-leaves-adaptive",
+         "settings": {"source": "dead_leaves", "noise": "adaptive", "crop": 180, "n_train": 100, "n_val": 20,
+                      "n_test": 300, "n_ood": 60},
+         "scales": {"smoke": _DENOISING_TINY,
+                    "small": {"crop": 64, "n_train": 100, "n_val": 30, "n_test": 100, "n_ood": 20}}},
+    ],
+    "solvers": [
+        {"solver": "energy_denoiser", "label": f"{algorithm.upper()}^k energy ({size})",
+         "params": {"algorithm": algorithm, "patch": 40, "lr": 1e-2, **params},
+         "scales": {"smoke": {"patch": 8}, "small": {"patch": 32}},
+         "sweep": {"k": [1, 2, 4, 8, 12, 16, 20], "scales": {"smoke": {"k": [1, 2]}, "small": {"k": [1, 4, 12]}}}}
+        for algorithm in ("gd", "nag") for size, params in _ENERGY_SIZES
+    ],
+}

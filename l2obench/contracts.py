@@ -49,19 +49,27 @@ class Instances:
         Per-instance ground truth, e.g. ``x``; never shown to ``solve``.
     groups : dict of str to Tensor
         Per-instance labels used to report subsets, e.g. the SNR level.
+    hidden : frozenset of str
+        Keys of ``observed`` that ``observation()`` leaves out: side information
+        (``ProblemFamily.side_information``) a solver has not declared it reads.
     """
 
     observed: dict[str, Any]
     target: dict[str, Any]
     shared: dict[str, Any] = field(default_factory=dict)
     groups: dict[str, Any] = field(default_factory=dict)
+    hidden: frozenset = frozenset()
 
     def __len__(self) -> int:
         return int(next(iter(self.observed.values())).shape[0])
 
     def observation(self) -> dict[str, Any]:
-        """What a solver may see: the shared and per-instance observations."""
-        return {**self.shared, **self.observed}
+        """What a solver may see: the shared and per-instance observations, less the ``hidden`` ones."""
+        return {**self.shared, **{k: v for k, v in self.observed.items() if k not in self.hidden}}
+
+    def hiding(self, keys) -> "Instances":
+        """These instances with ``observation()`` leaving out ``keys`` (the observations stay, for scoring)."""
+        return replace(self, hidden=frozenset(keys))
 
     def subset(self, index) -> "Instances":
         """Instances selected by ``index`` (a slice or an index tensor)."""
@@ -71,7 +79,8 @@ class Instances:
 
     def to(self, device) -> "Instances":
         move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
-        return Instances(move(self.observed), move(self.target), move(self.shared), move(self.groups))
+        return replace(self, observed=move(self.observed), target=move(self.target), shared=move(self.shared),
+                       groups=move(self.groups))
 
     def tensors(self) -> dict[str, Any]:
         """Every tensor under a unique name, for hashing and caching."""
@@ -233,6 +242,11 @@ class Solver:
         """Solve every instance of ``observation`` (batched)."""
         raise NotImplementedError
 
+    def side_information(self) -> tuple[str, ...]:
+        """The family's side information (``ProblemFamily.side_information``) this solver reads, with its
+        hyper-parameters; the runner hides the rest from ``fit`` and ``solve``. Default: none."""
+        return ()
+
     def state_dict(self) -> dict[str, Any]:
         """Fitted state, loadable with ``torch.load(..., weights_only=True)``."""
         return {"params": self.get_params()}
@@ -259,7 +273,10 @@ class ProblemFamily:
     ``l2obench.data.make_splits``: a family whose draws of a split do not
     depend on them, e.g. a training-set size taken as the first ``n`` of a
     fixed pool, then gives nested training sets and identical other splits
-    across a sweep of them). ``__init__`` stores the resolved settings as attributes.
+    across a sweep of them), ``side_information`` (observation keys only solvers
+    that declare them, ``Solver.side_information``, see; e.g. the noise level
+    of a denoising instance, which blind denoisers must not read). ``__init__``
+    stores the resolved settings as attributes.
     """
 
     metrics: Mapping[str, Metric] = {}
@@ -268,6 +285,7 @@ class ProblemFamily:
     version: str = "1"  # bump when generation changes, so cached data are not reused
     data_term: str | None = None  # a key of l2obench.datafits.DATA_TERMS; None: the family names none
     stream_free_settings: tuple[str, ...] = ()
+    side_information: tuple[str, ...] = ()
 
     def __init__(self, **settings: Any):
         self.settings = dict(settings)
@@ -365,3 +383,8 @@ def check_estimate(family: ProblemFamily, estimate: Any, instances: Instances) -
         shape = tuple(loss.shape) if torch.is_tensor(loss) else type(loss).__name__
         raise InvalidEstimateError(f"{what} is not shaped like the {type(family).__name__} target: its loss has "
                                    f"shape {shape}, not one value per instance ({n},)")
+
+
+def hidden_from(solver: Solver, family: ProblemFamily) -> frozenset:
+    """The observation keys ``solver`` must not see: the family's side information it does not declare."""
+    return frozenset(family.side_information) - frozenset(solver.side_information())

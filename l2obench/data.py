@@ -1,7 +1,7 @@
 """Generating (or loading from the cache) the splits of one problem setting and seed."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 from l2obench.cache import Cache
@@ -19,15 +19,25 @@ class Splits:
     splits: dict[str, Instances]
     hashes: dict[str, str]
 
+    hidden: frozenset = frozenset()
+
     def train_stream(self, device) -> Callable[[int], Instances]:
         """``draw(n)``: fresh training instances from a deterministic stream."""
         generator = generator_for(self.key, "train-stream")
         shared = self.splits["train"].shared
 
         def draw(n: int) -> Instances:
-            return self.family.draw(n, generator, shared, "train").to(device)
+            return self.family.draw(n, generator, shared, "train").hiding(self.hidden).to(device)
 
         return draw
+
+    def hiding(self, keys) -> "Splits":
+        """These splits (and training stream) with ``Instances.hiding(keys)``: what a solver that must not
+        read ``keys`` is given."""
+        keys = frozenset(keys)
+        if keys == self.hidden:
+            return self
+        return replace(self, splits={name: split.hiding(keys) for name, split in self.splits.items()}, hidden=keys)
 
 
 def data_settings(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ import l2obench
 from l2obench import progress
 from l2obench.atomic import write_atomically
 from l2obench.cache import Cache
-from l2obench.contracts import FitContext, Instances, Solver, check_estimate
+from l2obench.contracts import FitContext, Instances, Solver, check_estimate, hidden_from
 from l2obench.data import Splits, make_splits
 from l2obench.gallery import folder_name
 from l2obench.errors import DivergedError, InvalidEstimateError, UsageError
@@ -282,6 +282,7 @@ class CellComputer:
     def _measure(self, cell: Cell, data: Splits) -> tuple[list[dict], str, dict[str, bytes]]:
         family = data.family
         solver = self.registry.solver(cell.solver).build(**cell.params)
+        data = data.hiding(hidden_from(solver, family))  # side information the solver does not declare
         fit_seconds, cached, _ = self._fit(cell, data, solver)
         params = solver.get_params()
         row = lambda **kw: self._row(cell, params=params, **kw)  # noqa: E731

@@ -13,7 +13,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
-from l2obench.contracts import Budget, FitContext, Instances, Solution, check_estimate
+from l2obench.contracts import Budget, FitContext, Instances, Solution, check_estimate, hidden_from
 from l2obench.errors import InvalidEstimateError, UsageError
 from l2obench.registry import Registry
 
@@ -85,7 +85,8 @@ def tiny_settings(registry: Registry, family: str) -> dict[str, Any]:
 
 
 def smoke_context(registry: Registry, family: str, settings: Mapping[str, Any] | None = None,
-                  budget: Budget | None = None, seed: int = 0, tune: Mapping[str, Any] | None = None):
+                  budget: Budget | None = None, seed: int = 0, tune: Mapping[str, Any] | None = None,
+                  solver: Any = None):
     """A ``FitContext`` (CPU) on a small problem of ``family``, and its test split.
 
     Parameters
@@ -101,6 +102,9 @@ def smoke_context(registry: Registry, family: str, settings: Mapping[str, Any] |
         Seed of the data and of the context.
     tune : mapping of str to list, optional
         Hyper-parameters a classical solver tunes on validation, with their grids.
+    solver : Solver, optional
+        The solver the context is for: the family's side information it does not declare
+        (``l2obench.contracts.hidden_from``) is hidden from the splits, as the runner hides it.
 
     Returns
     -------
@@ -112,6 +116,8 @@ def smoke_context(registry: Registry, family: str, settings: Mapping[str, Any] |
     spec = registry.problem(family)
     settings = tiny_settings(registry, family) if settings is None else settings
     data = make_splits(spec, spec.resolve(settings), seed, Cache(enabled=False))
+    if solver is not None:
+        data = data.hiding(hidden_from(solver, data.family))
     context = FitContext(problem=data.family, train=data.splits["train"], val=data.splits["val"],
                          budget=budget or TINY_BUDGET, tune=dict(tune or {}), seed=seed,
                          draw_train=data.train_stream("cpu"))
@@ -211,9 +217,9 @@ def _check_family(registry, spec, family, settings, params, budget, seed, rtol, 
     params = dict(params or {})
 
     def fitted(global_seed: int):
-        context, test = smoke_context(registry, family, settings, budget, seed)
-        before = _snapshot(context.train, context.val, test)
         model = spec.build(family, **params)
+        context, test = smoke_context(registry, family, settings, budget, seed, solver=model)
+        before = _snapshot(context.train, context.val, test)
         torch.manual_seed(global_seed)  # a solver must draw from its own seeded generators, not torch's
         assert model.fit(context) is model, f"{name}.fit must return self"
         assert _same(before, _snapshot(context.train, context.val, test)), \

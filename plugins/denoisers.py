@@ -83,6 +83,10 @@ class ClassicalDenoiser(ClassicalSolver):
     def denoise(self, images: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def side_information(self) -> tuple[str, ...]:
+        """``("sigma",)`` when non-blind (``noise_level = "given"``): the runner hides it otherwise."""
+        return ("sigma",) if self.noise_level == "given" else ()
+
     def noise_levels(self, observation: Mapping[str, Any], images: np.ndarray) -> np.ndarray:
         """Each image's sigma as the solver sees it: given in the observation, or estimated."""
         if self.noise_level == "estimated":

@@ -29,9 +29,11 @@ than non-edge regions"): per pixel ``sigma * (1 - (1 - edge_noise) e)`` with
 
 Observation: ``noisy`` ``(N, 1, H, W)`` and ``sigma`` ``(N,)``, the nominal noise
 level of each image in intensity units (level / 255; for adaptive noise, the
-level of flat regions). ``sigma`` is for non-blind solvers only, such as the
-classical denoisers (BM3D is given the noise level in thesis 5.5.3); a blind
-solver (DnCNN, thesis 5.5.3) reads ``noisy`` alone (``blind_observation``).
+level of flat regions). ``sigma`` is side information for non-blind solvers
+only, such as the classical denoisers (BM3D is given the noise level in thesis
+5.5.3), which declare it (``Solver.side_information``); the runner hides it from
+every other solver, so a blind one (DnCNN, thesis 5.5.3) sees ``noisy`` alone
+(``blind_observation``).
 Target: ``clean`` ``(N, 1, H, W)``.
 
 Metrics: ``psnr`` (dB, data range 1, the mean over images as in thesis Table
@@ -302,6 +304,7 @@ class Denoising(ProblemFamily):
     gap_metric = "mse"
     version = "1"
     data_term = None  # the image fidelity 0.5 ||y - x||^2 is not yet in l2obench.datafits
+    side_information = ("sigma",)  # the noise level: non-blind solvers only (they declare it)
 
     def __init__(self, **settings: Any):
         super().__init__(**settings)

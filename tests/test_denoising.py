@@ -420,3 +420,61 @@ def test_denoising_smoke_suite_end_to_end_reports_psnr_and_ssim_per_noise_level(
         width, height = figure.size
     columns = 2 + len(psnr_all)
     assert width == pytest.approx(1.6 * columns * 110, abs=2) and height == pytest.approx((1.75 * 5 + 0.3) * 110, abs=2)
+
+
+SNOOPING_PLUGIN = '''
+import json, os
+import l2obench
+from l2obench.contracts import Solution, Solver
+
+class Snooping(Solver):
+    """Records the observation keys fit and solve are given; declares sigma when told to."""
+    def side_information(self):
+        return ("sigma",) if self.declare else ()
+    def record(self, where, keys):
+        with open(os.environ["SNOOP_LOG"], "a") as log:
+            log.write(json.dumps([self.declare, where, sorted(keys)]) + "\\n")
+    def fit(self, context):
+        self.record("fit train", context.train.observation())
+        self.record("fit val", context.val.observation())
+        self.record("fit stream", context.draw_train(2).observation())
+        return self
+    def solve(self, observation, trajectory=False):
+        self.record("solve", observation)
+        return Solution(observation["noisy"].clone())
+
+@l2obench.hookimpl
+def l2obench_register_solvers(register):
+    register(l2obench.SolverSpec(name="snooping", factory=Snooping, families=("denoising",), learned=True,
+                                 params={"declare": l2obench.Param(False, type=bool)}))
+'''
+
+
+def test_the_runner_hides_the_noise_level_from_solvers_that_do_not_declare_it(cli, tmp_path, monkeypatch):
+    plugin, log = tmp_path / "snooping.py", tmp_path / "snoop.log"
+    plugin.write_text(SNOOPING_PLUGIN)
+    monkeypatch.setenv("SNOOP_LOG", str(log))
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({
+        "budget": {"steps": 1, "batch_size": 2, "eval_every": 1, "patience": 1},
+        "problems": [{"family": "denoising", "label": "tiny", "settings": TINY}],
+        "solvers": [{"solver": "snooping", "label": "blind"},
+                    {"solver": "snooping", "label": "non-blind", "params": {"declare": True}},
+                    {"solver": "tv", "label": "TV given sigma"},
+                    {"solver": "tv", "label": "TV estimating sigma", "params": {"noise_level": "estimated"}}]}))
+    code, out, err = cli("run", "--suite", str(suite), "--plugin", str(plugin), "--results", str(tmp_path / "r"),
+                         "--no-progress")
+    assert code == 0, out + err
+    seen = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {where for _, where, _ in seen} == {"fit train", "fit val", "fit stream", "solve"}
+    for declared, where, keys in seen:
+        assert keys == (["noisy", "sigma"] if declared else ["noisy"]), (declared, where)
+    # the classical denoisers: given sigma when they read it, refused it when they estimate it
+    assert REGISTRY.solver("tv").build("denoising").side_information() == ("sigma",)
+    assert REGISTRY.solver("tv").build("denoising", noise_level="estimated").side_information() == ()
+    from l2obench.results import read_results
+
+    df = read_results([tmp_path / "r"])
+    assert set(df["status"]) == {"ok"}
+    errors = df[df["metric"] == "sigma_error"]
+    assert set(errors["solver"]) == {"TV estimating sigma"}  # scored against the hidden true sigma

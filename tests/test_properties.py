@@ -21,10 +21,12 @@ from l2obench.registry import Registry
 
 REGISTRY = Registry()
 SOLVER_OF = {"lasso": "fista", "slr": "ista", "spe": "g_ista", "quadratic": "gd", "denoising": "bm3d"}
-FAST = settings(max_examples=6, deadline=None, database=None,
-                  suppress_health_check=[HealthCheck.too_slow])
-MANY = settings(max_examples=300, deadline=None, database=None,
-                  suppress_health_check=[HealthCheck.too_slow])
+
+
+def examples(n: int):
+    """Hypothesis settings: ``n`` examples, no deadline (a run's first call imports a lot), no example database."""
+    return settings(max_examples=n, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+
 
 
 def toml_value(value) -> str:
@@ -105,15 +107,14 @@ def _check_runs(text):
     assert (results / "leaderboard.md").is_file()
 
 
-@FAST
+@examples(6)
 @given(valid_suite())
 def test_valid_suites_run_at_smoke_size(text):
     _check_runs(text)
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, database=None,
-                  suppress_health_check=[HealthCheck.too_slow])
+@examples(60)
 @given(valid_suite())
 def test_many_valid_suites_run_at_smoke_size(text):
     _check_runs(text)
@@ -195,15 +196,14 @@ def _check_refused(case):
     assert not results.exists()  # no partial results
 
 
-@settings(max_examples=25, deadline=None, database=None,
-                  suppress_health_check=[HealthCheck.too_slow])
+@examples(25)
 @given(invalid_suite)
 def test_invalid_suites_are_refused_cleanly(case):
     _check_refused(case)
 
 
 @pytest.mark.slow
-@MANY
+@examples(300)
 @given(invalid_suite)
 def test_many_invalid_suites_are_refused_cleanly(case):
     _check_refused(case)

@@ -1,9 +1,10 @@
 """Property-based tests (hypothesis): generated suite files run when valid and are refused cleanly when not.
 
-Valid suites (tiny LASSO settings, classical solvers) run to the end with every cell ok. Invalid ones
-(a value that a setting's, parameter's or budget's ``Param`` does not allow, for every problem family
-and solver; settings allowed one by one but not together; an unknown key; absurd sizes) exit 2 with
-one line naming the file, the entry and the key, no traceback, and no results directory.
+Valid suites (tiny LASSO or sparse-regression settings, classical solvers) run to the end with every
+cell ok. Invalid ones (a value that a setting's, parameter's or budget's ``Param`` does not allow, for
+every problem family and solver; settings allowed one by one but not together; an unknown key; absurd
+sizes) exit 2 with one line naming the file, the entry and the key, no traceback, and no results
+directory.
 """
 import contextlib
 import io
@@ -83,6 +84,21 @@ lasso_settings = st.fixed_dictionaries({
     "snr": st.one_of(st.just(math.inf), st.lists(st.sampled_from([10, 20.5, 40]), min_size=1, max_size=3)),
     "n_train": st.integers(1, 12), "n_val": st.integers(1, 6), "n_test": st.integers(1, 6),
 })
+
+
+@st.composite
+def slr_settings(draw):
+    d = draw(st.integers(1, 10))
+    lo = draw(st.integers(1, 8))
+    return {"d": d, "s": draw(st.integers(1, d)), "n_samples": [lo, draw(st.integers(lo, 10))],
+            "rho": draw(st.floats(0.0, 0.9)), "snr": draw(st.sampled_from([10, 40, math.inf])),
+            "n_train": draw(st.integers(1, 8)), "n_val": draw(st.integers(1, 4)), "n_test": draw(st.integers(1, 4))}
+
+
+problem_entry = st.one_of(st.builds(lambda settings: {"family": "lasso", "label": "cs", "settings": settings},
+                                    lasso_settings),
+                          st.builds(lambda settings: {"family": "slr", "label": "reg", "settings": settings},
+                                    slr_settings()))
 classical = st.fixed_dictionaries({
     "solver": st.sampled_from(["ista", "fista"]),
     "params": st.fixed_dictionaries({"max_iter": st.integers(1, 5), "tol": st.just(0.0),
@@ -92,9 +108,8 @@ classical = st.fixed_dictionaries({
 
 def valid_suite():
     return st.builds(lambda problem, solvers, seeds: toml_suite(
-        [{"family": "lasso", "label": "cs", "settings": problem}],
-        [{**s, "label": f"{s['solver']} {i}"} for i, s in enumerate(solvers)], seeds=seeds),
-        lasso_settings, st.lists(classical, min_size=1, max_size=2, unique_by=lambda s: s["solver"]),
+        [problem], [{**s, "label": f"{s['solver']} {i}"} for i, s in enumerate(solvers)], seeds=seeds),
+        problem_entry, st.lists(classical, min_size=1, max_size=2, unique_by=lambda s: s["solver"]),
         st.lists(st.integers(0, 2**31), min_size=1, max_size=2, unique=True))
 
 

@@ -552,7 +552,8 @@ class Runner(CellComputer):
             "run_id": run_id, "suite": suite, **origin, "scale": scale, "argv": argv,
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "cells": len(self.cells), "device": describe_device(self.device),
-            "cpu_kernels": cpu_kernels(self._execution), **({"execution": self._execution} if self._execution else {})},
+            "cpu_kernels": cpu_kernels(self._execution),
+            **({"execution": self._execution} if self._execution else {})},
             indent=2) + "\n")
         return run_id
 

@@ -96,7 +96,8 @@ class QuadraticEnergies(ProblemFamily):
         return checked_split_sizes(self)
 
     def memory_bytes(self) -> int:
-        """Per pair (the whole pool for the training split) ``x``, ``b``, ``R``, ``Q*`` and ``y*`` as drawn (float64)."""
+        """Per pair (for the training split, every pair of the pool) ``x``, ``b``, ``R``, ``Q*`` and ``y*``
+        as drawn (float64)."""
         sizes = self.split_sizes()
         pairs = sum(sizes.values()) - sizes["train"] + max(sizes["train"], int(self.pool or 0))
         d, m = int(self.d), int(self.m)

@@ -138,7 +138,8 @@ def test_many_valid_suites_run_at_smoke_size(text):
 # -- invalid suites ----------------------------------------------------------------------------
 def disallowed(param) -> st.SearchStrategy:
     """Values ``param`` (an ``l2obench.Param``) refuses: another type, or a number out of its bounds."""
-    candidates = [st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=5).filter(lambda s: param.choices is None or s not in param.choices),
+    text = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=5)
+    candidates = [text.filter(lambda s: param.choices is None or s not in param.choices),
                   st.just([{}]), st.just({"nested": 1})]
     types = param.types
     if types and bool not in types:

@@ -29,7 +29,6 @@ def examples(n: int):
     return settings(max_examples=n, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-
 def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -68,8 +67,8 @@ def run_cli(*args) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def run_suite(text: str) -> tuple[int, str, str, Path]:
-    folder = Path(tempfile.mkdtemp(prefix="l2obench-property-"))
+def run_suite(text: str, folder: Path) -> tuple[int, str, str, Path]:
+    """``l2obench run`` of the suite file ``text``, written in ``folder``, with results in ``folder / "run"``."""
     path = folder / "suite.toml"
     path.write_text(text)
     results = folder / "run"
@@ -114,12 +113,13 @@ def valid_suite():
 
 
 def _check_runs(text):
-    code, out, err, results = run_suite(text)
-    assert code == 0, text + out + err
-    assert "Traceback" not in out + err
-    cells = list((results / "cells").glob("*.parquet"))
-    assert cells and f"{len(cells)} ok, 0 diverged, 0 failed" in out, text + out
-    assert (results / "leaderboard.md").is_file()
+    with tempfile.TemporaryDirectory(prefix="l2obench-property-") as folder:
+        code, out, err, results = run_suite(text, Path(folder))
+        assert code == 0, text + out + err
+        assert "Traceback" not in out + err
+        cells = list((results / "cells").glob("*.parquet"))
+        assert cells and f"{len(cells)} ok, 0 diverged, 0 failed" in out, text + out
+        assert (results / "leaderboard.md").is_file()
 
 
 @examples(6)
@@ -205,11 +205,12 @@ invalid_suite = st.one_of(invalid_setting(), invalid_parameter(), inconsistent_s
 
 def _check_refused(case):
     text, where = case
-    code, out, err, results = run_suite(text)
-    assert code == 2, text + out + err
-    assert "Traceback" not in out + err and len(err.strip().splitlines()) == 1, text + err
-    assert err.startswith("l2obench: error: ") and "suite.toml" in err and where in err, text + err
-    assert not results.exists()  # no partial results
+    with tempfile.TemporaryDirectory(prefix="l2obench-property-") as folder:
+        code, out, err, results = run_suite(text, Path(folder))
+        assert code == 2, text + out + err
+        assert "Traceback" not in out + err and len(err.strip().splitlines()) == 1, text + err
+        assert err.startswith("l2obench: error: ") and "suite.toml" in err and where in err, text + err
+        assert not results.exists()  # no partial results
 
 
 @examples(25)

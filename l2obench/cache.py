@@ -2,7 +2,10 @@
 
 The root is ``$L2OBENCH_CACHE`` or ``~/.cache/l2obench``. Entries are written
 atomically with ``torch.save`` and read with ``torch.load(weights_only=True)``;
-an unreadable entry is discarded and recomputed.
+an unreadable entry is discarded and recomputed. A cache that cannot be
+written (read-only, full, or its path under a file) is not an error: the first
+failed write prints one warning and the process runs on without writing to it
+(entries already there are still read).
 """
 from __future__ import annotations
 
@@ -21,11 +24,18 @@ def default_cache_dir() -> Path:
 
 
 class Cache:
-    """A directory of ``<kind>/<key>.pt`` files; ``enabled=False`` stores nothing."""
+    """A directory of ``<kind>/<key>.pt`` files; ``enabled=False`` stores nothing.
+
+    Attributes
+    ----------
+    writable : bool
+        False once a write has failed: later ``save`` calls do nothing.
+    """
 
     def __init__(self, root: str | Path | None = None, enabled: bool = True):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.enabled = enabled
+        self.writable = True
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.pt"
@@ -40,12 +50,20 @@ class Cache:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a broken entry is recomputed
             print(f"l2obench: warning: discarding unreadable cache entry {path}: {exc}", file=sys.stderr)
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # a read-only cache: the entry stays, and is recomputed each time
+                pass
             return None
 
     def save(self, kind: str, key: str, obj: Any) -> None:
         import torch
 
-        if not self.enabled:
+        if not self.enabled or not self.writable:
             return
-        write_atomically(self.path(kind, key), lambda tmp: torch.save(obj, tmp))
+        try:
+            write_atomically(self.path(kind, key), lambda tmp: torch.save(obj, tmp))
+        except OSError as exc:
+            self.writable = False
+            print(f"l2obench: warning: cannot write the cache at {self.root} ({exc.strerror or exc}); running "
+                  "without writing to it (--cache-dir chooses another, --no-cache turns it off)", file=sys.stderr)

@@ -27,18 +27,36 @@ def _registry(plugins, strict):
     return Registry(plugin_files=plugins, strict=strict)
 
 
-def _comma_list(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+def _comma_list(value: str | None, option: str) -> list[str] | None:
+    """The items of a comma-separated ``option`` (None when the option is not given); an empty one is refused."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",")]
+    if not any(items):
+        raise UsageError(f"{option} is empty; give at least one value, or leave the option out")
+    if not all(items):
+        raise UsageError(f"{option} has an empty item in {value!r}")
+    return items
 
 
 def _seeds(value: str | None) -> list[int] | None:
-    items = _comma_list(value)
-    if items is None:
+    if value is None:
         return None
+    items = _comma_list(value, "--seeds")
     try:
         return [int(v) for v in items]
     except ValueError:
         raise UsageError(f"--seeds takes integers separated by commas, got {value!r}") from None
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """Report a failure to write ``path`` (a missing folder, a read-only file system, a file in
+    the way) as one line, exit code 2."""
+    try:
+        yield
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -187,9 +205,9 @@ def run(suite, scale, seeds, solvers, problems, device, results, resume, cell_ti
     registry = _registry(plugins, strict_plugins)
     suite_name, definition, suite_path = _suite_definition(registry, suite)
     scale = scale or default_scale(suite_name, definition)  # an explicit --scale wins
-    solvers = _comma_list(solvers)
+    solvers = _comma_list(solvers, "--solvers")
     cells = plan(registry, suite_name, with_solvers(registry, suite_name, definition, solvers, scale), scale=scale,
-                 seeds=_seeds(seeds), solvers=solvers, problems=_comma_list(problems))
+                 seeds=_seeds(seeds), solvers=solvers, problems=_comma_list(problems, "--problems"))
     if not cells:
         raise UsageError("the selection leaves no cell to run")
 
@@ -291,7 +309,8 @@ def leaderboard_command(results, fmt, metrics, split, output, break_even):
         if break_even:
             text += ("" if fmt == "csv" else "\n") + breakeven.render(breakeven.table(df), fmt)
     if output:
-        Path(output).write_text(text)
+        with _writing(output):
+            Path(output).write_text(text)
     else:
         click.echo(text, nl=False)
 
@@ -344,7 +363,7 @@ def report_command(results, output, split):
     from l2obench import report
     from l2obench.results import read_results
 
-    with _pooling_warnings():
+    with _pooling_warnings(), _writing(output):
         index = report.write_report(read_results(results), output, split=split, sources=results)
     click.echo(f"report: {index}")
 
@@ -371,8 +390,8 @@ def _named_values(text: str, what: str) -> tuple[str, dict]:
 
 def _ints(value: str, option: str) -> list[int]:
     try:
-        numbers = [int(v) for v in _comma_list(value) or []]
-    except ValueError:
+        numbers = [int(v) for v in _comma_list(value, option)]
+    except (ValueError, UsageError):
         numbers = []
     if not numbers or min(numbers) < 1:
         raise UsageError(f"{option} takes positive integers separated by commas, got {value!r}")

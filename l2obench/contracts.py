@@ -296,6 +296,12 @@ class ProblemFamily:
         """Number of instances in each split, e.g. ``{"train": .., "val": .., "test": ..}``."""
         raise NotImplementedError
 
+    def memory_bytes(self) -> int | None:
+        """Bytes of the tensors one seed's data hold at once (every split and the shared tensors), a
+        lower bound that planning compares with the memory available (``l2obench.memory``); ``None``:
+        no estimate."""
+        return None
+
     def draw_shared(self, generator: "torch.Generator") -> dict[str, Any]:
         """Tensors common to all instances of one seed (e.g. a sensing matrix)."""
         return {}

@@ -32,6 +32,7 @@ import torch
 
 import l2obench
 from l2obench import progress
+from l2obench import threads as thread_policy
 from l2obench.atomic import write_atomically
 from l2obench.cache import Cache
 from l2obench.contracts import FitContext, Instances, Solver, check_estimate, hidden_from
@@ -59,8 +60,10 @@ TRAJECTORY_CHUNK_BYTES = 256 * 2**20
 # LAPACK) or of oneDNN, or their threads: each can change the bits of a float result (see
 # benchmarks/kernel_reproducibility.py). run.json records those that are set.
 KERNEL_ENV_VARS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
-                   "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                   "MKL_DYNAMIC")
+                   "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", *thread_policy.THREAD_VARS, "MKL_DYNAMIC")
+# How idle OpenMP threads wait (spin or sleep): it changes the run time on a busy machine, never a
+# result's bits, so run.json records it (cpu_kernels' "wait") but a resume does not compare it.
+WAIT_ENV_VARS = (thread_policy.WAIT_POLICY[0], "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
 @dataclass
@@ -121,17 +124,33 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def cpu_kernels() -> dict[str, Any]:
-    """The CPU kernel set behind this process's float results, as recorded in ``run.json``.
+def cpu_kernels(execution: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The CPU kernel set behind a run's float results, as recorded in ``run.json``.
 
     ``cpu_vendor`` matters as MKL picks its code by vendor (``MKL_CBWR=AVX2`` is ignored on
     non-Intel CPUs); ``cpu_capability`` is the instruction set of torch's own vectorised kernels
     (``torch.backends.cpu.get_cpu_capability()``); ``blas``, ``mkl`` and ``onednn`` the
     libraries torch was built with; ``threads`` torch's intra-op threads; ``env`` the values
-    of ``KERNEL_ENV_VARS`` that are set. Two runs whose ``cpu_kernels`` differ may differ in
-    the last bits of every trained model.
+    of ``KERNEL_ENV_VARS`` that are set; ``wait`` those of ``WAIT_ENV_VARS`` (``{}``: OpenMP's
+    default). Two runs whose ``cpu_kernels`` differ outside ``wait`` may differ in the last bits
+    of every trained model (``same_kernels``).
+
+    Threads and variables are those in effect where the cells are computed: this process, or,
+    with ``execution`` (run.json's ``execution``) naming worker processes l2obench starts
+    (``local``, ``dask-local``), the environment ``l2obench.threads.worker_environment`` gives
+    them. Workers of an existing Dask cluster (``dask``) keep the environment they were started
+    with, which this process cannot see: ``env`` and ``wait`` are then ``None``. In this
+    process the variables are read from ``os.environ``; l2obench sets them only before torch
+    is imported, when OpenMP reads them.
     """
     config = torch.__config__.show()
+    env, threads = dict(os.environ), torch.get_num_threads()
+    executor = (execution or {}).get("executor")
+    if executor in ("local", "dask-local"):
+        threads = execution["threads"]
+        env.update(thread_policy.worker_environment(threads))
+    elif executor == "dask":
+        env, threads = None, execution["threads"]
 
     def built_with(pattern: str) -> str | None:
         match = re.search(pattern, config)
@@ -149,10 +168,20 @@ def cpu_kernels() -> dict[str, Any]:
         "blas": built_with(r"BLAS_INFO=(\w+)"),
         "mkl": built_with(r"Math Kernel Library Version (.+?) for ") if torch.backends.mkl.is_available() else None,
         "onednn": built_with(r"MKL-DNN (v[^\n]+)") if torch.backends.mkldnn.is_available() else None,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "env": {name: os.environ[name] for name in KERNEL_ENV_VARS if name in os.environ},
+        "env": None if env is None else {name: env[name] for name in KERNEL_ENV_VARS if name in env},
+        "wait": None if env is None else {name: env[name] for name in WAIT_ENV_VARS if name in env},
     }
+
+
+def same_kernels(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two ``cpu_kernels`` records give the same bits: equal but for ``wait`` (how idle
+    threads wait; absent from records made before it was recorded)."""
+    def bits(record):
+        return {key: value for key, value in (record or {}).items() if key != "wait"}
+
+    return a is not None and b is not None and bits(a) == bits(b)
 
 
 def recorded_iterations(n_iterations: int, points: int = TRAJECTORY_POINTS) -> list[int]:
@@ -510,8 +539,8 @@ class Runner(CellComputer):
             self.cells = [dataclasses.replace(c, suite=info["suite"]) for c in self.cells]
             if source is not None and info.get("suite_content") != source.content:
                 self._note_suite_change(manifest, info, source)
-            kernels = cpu_kernels()
-            if info.get("cpu_kernels") != kernels:
+            kernels = cpu_kernels(self._execution)
+            if not same_kernels(info.get("cpu_kernels"), kernels):
                 # Cells finished from here on may differ in their last bits from the earlier ones.
                 info.setdefault("resumed_with_other_kernels", []).append({
                     "resumed": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -528,7 +557,8 @@ class Runner(CellComputer):
             "run_id": run_id, "suite": suite, **origin, "scale": scale, "argv": argv,
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "cells": len(self.cells), "device": describe_device(self.device),
-            "cpu_kernels": cpu_kernels(), **({"execution": self._execution} if self._execution else {})},
+            "cpu_kernels": cpu_kernels(self._execution),
+            **({"execution": self._execution} if self._execution else {})},
             indent=2) + "\n")
         return run_id
 

@@ -52,6 +52,7 @@ from l2obench.contracts import Budget
 from l2obench.errors import SuiteFileError, UnknownNameError, UsageError
 from l2obench.data import data_settings
 from l2obench.hashing import canonical_json, content_key
+from l2obench.memory import available_bytes, check_memory
 from l2obench.specs import InvalidValueError
 
 SCALES = ("smoke", "small", "paper")
@@ -286,6 +287,7 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
     run_seeds = list(seeds) if seeds else suite_seeds
 
     problem_rows, problem_labels = [], {}
+    available = available_bytes()
     for i, entry in enumerate(definition["problems"]):
         where = f"{suite}.problems[{i}]"
         _check_keys(where, entry, _PROBLEM_KEYS, required=("family",))
@@ -296,8 +298,8 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
         overrides = _overrides_at(where, spec, entry, "settings", scale)
         for point in _sweep_at(where, spec, entry, "settings", scale):
             settings = spec.resolve({**overrides, **point})
-            try:
-                spec.build(**settings)  # the family validates its settings' values before any compute
+            try:  # the family validates its settings' values, and their memory, before any compute
+                check_memory(spec.build(**settings), available)
             except ValueError as exc:
                 raise SuiteFileError(f"{where}.settings{sweep_label('', point)}: {exc}") from exc
             problem_rows.append((entry.get("label", spec.name), spec, settings, point))

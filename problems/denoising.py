@@ -346,6 +346,10 @@ class Denoising(ProblemFamily):
             sizes["ood"] = int(self.n_ood) if self.n_ood is not None else sizes["test"]
         return sizes
 
+    def memory_bytes(self) -> int:
+        """Per crop the clean and the noisy image (float32) and its noise level."""
+        return sum(self.split_sizes().values()) * (8 * int(self.crop) ** 2 + 4)
+
     def _pool(self, split: str) -> list[np.ndarray]:
         """The images crops of ``split`` come from (folder and skimage sources), loaded once."""
         role = "test" if split in ("test", "ood") else "val" if split == "val" and "val" in self._files else "train"

@@ -77,6 +77,10 @@ class Lasso(ProblemFamily):
         unknown = set(ood) - OOD_KEYS
         if unknown:
             raise ValueError(f"ood may override {', '.join(sorted(OOD_KEYS))}; got {', '.join(sorted(unknown))}")
+        from l2obench_problems import LASSO  # an override is checked as the setting it overrides
+
+        for key, value in ood.items():
+            LASSO.params[key].check(f"ood.{key}", value)
         _check_p(ood.get("p", self.p))
         self.ood_levels = snr_levels(ood.get("snr", self.snr))
 
@@ -85,6 +89,10 @@ class Lasso(ProblemFamily):
         if self.ood:
             sizes["ood"] = self.n_ood if self.n_ood is not None else self.n_test
         return sizes
+
+    def memory_bytes(self) -> int:
+        """``A`` as drawn (float64) and, per instance, ``x`` and ``b`` (float32) and its SNR (float64)."""
+        return 8 * self.m * self.n + sum(self.split_sizes().values()) * (4 * (self.n + self.m) + 8)
 
     def draw_shared(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         m, n = self.m, self.n

@@ -95,6 +95,14 @@ class QuadraticEnergies(ProblemFamily):
     def split_sizes(self) -> dict[str, int]:
         return checked_split_sizes(self)
 
+    def memory_bytes(self) -> int:
+        """Per pair (for the training split, every pair of the pool) ``x``, ``b``, ``R``, ``Q*`` and ``y*``
+        as drawn (float64)."""
+        sizes = self.split_sizes()
+        pairs = sum(sizes.values()) - sizes["train"] + max(sizes["train"], int(self.pool or 0))
+        d, m = int(self.d), int(self.m)
+        return pairs * 8 * (m + 2 * d + 2 * d * d)
+
     @property
     def energy(self) -> SpectralEnergy:
         """The fixed network ``(x, R) -> Q*`` (float64), drawn from ``energy_seed`` on first use."""

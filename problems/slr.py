@@ -155,6 +155,11 @@ class SparseLinearRegression(ProblemFamily):
     def split_sizes(self) -> dict[str, int]:
         return checked_split_sizes(self)
 
+    def memory_bytes(self) -> int:
+        """Per instance the design as drawn, ``(n_max, d)``, ``b`` and ``beta*`` (float32), and two counts."""
+        hi, d = self.n_range[1], int(self.d)
+        return sum(self.split_sizes().values()) * (4 * (hi * d + hi + d) + 16)
+
     def correlation_factor(self) -> torch.Tensor:
         """Cholesky factor ``L`` (float64) of ``Sigma_jk = rho^|j - k|``: rows ``z L^T`` have covariance Sigma."""
         j = torch.arange(int(self.d), dtype=torch.float64)

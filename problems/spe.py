@@ -165,6 +165,10 @@ class SparsePrecisionEstimation(ProblemFamily):
     def split_sizes(self) -> dict[str, int]:
         return checked_split_sizes(self)
 
+    def memory_bytes(self) -> int:
+        """Per instance ``Theta*`` and ``S`` as drawn (float64, ``d x d``) and its sample size."""
+        return sum(self.split_sizes().values()) * (16 * int(self.d) ** 2 + 8)
+
     def draw_precision(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` precision matrices ``Theta*`` (float64, ``(n, d, d)``) with smallest eigenvalue 1."""
         d = int(self.d)

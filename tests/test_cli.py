@@ -171,7 +171,7 @@ def test_smoke_suite_end_to_end(cli, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "--suite", "nope"], "unknown suite 'nope'; valid suites: denoising, l2s, quadratic, smoke, sparse"),
+    (["run", "--suite", "nope"], "unknown suite 'nope'; valid suites: denoising, energy-denoising, l2s, quadratic, smoke, sparse"),
     (["run", "--suite", "smoke", "--solvers", "fista,nope"], "unknown solver 'nope' in --solvers"),
     (["run", "--suite", "smoke", "--problems", "nope"], "unknown problem in this suite 'nope'"),
     (["run", "--suite", "smoke", "--seeds", "0,x"], "--seeds takes integers"),

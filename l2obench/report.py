@@ -4,8 +4,9 @@
 and PNG figures under ``figures/``, one section per problem: its leaderboard
 (mean ± standard deviation over seeds, seeds and test instances per row), the
 primary metric against iteration and measured wall-clock, stop-time
-distributions, the metric against a swept value, and per-level results.
-Training curves and tuning grids are not in the result rows, so they are not shown.
+distributions, the metric against a swept value, per-level results, training
+curves of learned solvers (validation score against step) and tuning curves of
+classical solvers (validation loss against each grid value).
 """
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ WALL_CLOCK_NOTE = ("Wall-clock on a trajectory is measured: the test batch solve
                    "interpolated between them. Where a solver cannot be stopped at an iteration "
                    "(wall_clock_source 'modelled', and every trajectory of results before schema version 4) it is "
                    "modelled: the batched solve time times t / T.")
+TRAINING_CAPTION = ("training curves of the learned solvers: the validation score early stopping minimises (the "
+                    "family's loss, or a stage's own criterion) against the training step counted over the whole "
+                    "schedule (stages one after the other), one line per seed.")
+TUNING_CAPTION = ("tuning curves of the classical solvers: the validation loss (the family's loss, mean per validation "
+                  "instance) against each tuned hyper-parameter's grid values, the least over the other "
+                  "hyper-parameters' values, mean over seeds.")
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
@@ -144,6 +151,8 @@ class _Section:
             parts.append(self._sweeps())
             parts += [self._levels(problem) for problem in self.problems]
         parts += [self._stops(problem) for problem in self.problems]
+        parts += [self._training(problem) for problem in self.problems]
+        parts += [self._tuning(problem) for problem in self.problems]
         return "\n".join(p for p in parts if p)
 
     def _figure(self, kind: str) -> Path:
@@ -219,6 +228,45 @@ class _Section:
             caption += f" Wall-clock modelled (solve time × t/T) for: {', '.join(modelled)}."
         return self._img(path, f"{self.metric} against iteration, {problem}", caption)
 
+    def _training(self, problem: str) -> str:
+        rows = self.rows[(self.rows["problem"] == problem) & (self.rows["metric"] == "training_val_score")
+                         & self.rows["iteration"].notna() & self.rows["value"].notna()]
+        if rows.empty:
+            return ""
+        curves = {solver: [(g["iteration"].tolist(), g["value"].tolist())
+                           for _, g in by_solver.sort_values("iteration", kind="stable").groupby("seed")]
+                  for solver, by_solver in rows.groupby("solver", sort=False)}
+        path = figures.training_curves(curves, self._figure("training"), self.colors)
+        return self._img(path, f"training curves, {problem}", f"{problem}: {TRAINING_CAPTION}")
+
+    def _tuning(self, problem: str) -> str:
+        rows = self.rows[(self.rows["problem"] == problem) & (self.rows["metric"] == "tuning_val_loss")
+                         & self.rows["value"].notna()]
+        if rows.empty:
+            return ""
+        panels: dict[str, dict[str, tuple]] = {}
+        for solver, by_solver in rows.groupby("solver", sort=False):
+            profiles = []  # per seed: (hyper-parameter, grid value) -> least loss over the other hyper-parameters
+            for _, cell in by_solver.groupby("cell_id", sort=False):
+                points = [json.loads(p) for p in cell["solver_params"]]
+                tuned = [k for k in points[0] if len({json.dumps(p.get(k), sort_keys=True) for p in points}) > 1]
+                profile: dict = {}
+                for point, loss in zip(points, cell["value"]):
+                    for name in tuned:
+                        key = (name, _hashable(point[name]))
+                        profile[key] = min(profile.get(key, math.inf), loss)
+                profiles.append(profile)
+            table = pd.DataFrame([(name, value, loss) for profile in profiles for (name, value), loss in profile.items()],
+                                 columns=["name", "value", "loss"])
+            for name, g in table.groupby("name", sort=False):
+                mean = g.groupby("value", sort=False)["loss"].mean()
+                order = sorted(mean.index, key=_grid_key)
+                panels.setdefault(name, {})[solver] = (order, mean.loc[order].tolist())
+        if not panels:
+            return ""
+        path = figures.tuning_curves(panels, self._figure("tuning"), self.colors)
+        return self._img(path, f"tuning curves, {problem}", f"{problem}: {TUNING_CAPTION}")
+
     def _stops(self, problem: str) -> str:
         rows = self.rows[(self.rows["problem"] == problem) & self.rows["iteration"].notna()
                          & (self.rows["split"] == "test")]
@@ -268,6 +316,17 @@ class _Section:
                                  f"{self.name}: test {self.metric} against the swept {key}, mean ± standard "
                                  "deviation over seeds."))
         return "\n".join(out)
+
+
+def _hashable(value):
+    """A grid value as a key: numbers, strings and booleans as they are, anything else as JSON."""
+    return value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value, sort_keys=True)
+
+
+def _grid_key(value):
+    """Numbers in numeric order, then anything else in text order."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (0, float(value), "") if number else (1, 0.0, str(value))
 
 
 def _missing(value) -> bool:

@@ -46,6 +46,7 @@ from l2obench.results import write_parquet
 from l2obench.resume import reconcile
 from l2obench.suites import Cell
 from l2obench.timeout import CellTimeout
+from l2obench.training import training_curve
 from l2obench.timing import (budget_seconds, describe_device, interleaved_seconds, single_instance_latency,
                              timed_solve, truncated)
 
@@ -293,7 +294,7 @@ class CellComputer:
     def _measure(self, cell: Cell, data: Splits) -> tuple[list[dict], str]:
         family = data.family
         solver = self.registry.solver(cell.solver).build(**cell.params)
-        fit_seconds, cached, _ = self._fit(cell, data, solver)
+        fit_seconds, cached, log = self._fit(cell, data, solver)
         params = solver.get_params()
         row = lambda **kw: self._row(cell, params=params, **kw)  # noqa: E731
         metrics = family.metrics
@@ -302,6 +303,7 @@ class CellComputer:
                     direction="lower", wall_clock_s=fit_seconds,
                     message="fitted state loaded from cache; time of the original fit" if cached else "",
                     data_hash=data.hashes.get("train" if cell.learned else "val"))]
+        rows += self._fit_curve_rows(cell, log, params, data)
 
         test = data.splits["test"].to(self.device)
         solution, seconds = timed_solve(solver, test, self.device)
@@ -362,6 +364,39 @@ class CellComputer:
         shown = "undefined" if math.isnan(primary) else f"{primary:.2f}"
         summary = f"test {family.primary_metric} {shown}  fit {fit_seconds:.1f} s{' (cached)' if cached else ''}  solve {seconds:.3f} s"
         return rows, summary
+
+    def _fit_curve_rows(self, cell: Cell, log: dict, params: dict, data: Splits) -> list[dict]:
+        """The fit's curves, from its log (kept with a cached fitted state too).
+
+        Training (``log["training"]``, ``l2obench.training.training_curve``): per validation,
+        ``training_val_score`` (what early stopping minimises, split val) and ``training_loss``
+        (the running training loss, split train), at ``iteration`` = the step counted over the
+        whole schedule, ``subset`` = the stage (``"all"`` when there is none to tell), and
+        ``wall_clock_s`` = the training seconds so far. Tuning (``log["tuning"]``,
+        ``ClassicalSolver.fit``): ``tuning_val_loss``, the family's loss averaged over the
+        validation split, per grid point in search order (``iteration`` = its rank,
+        ``solver_params`` = the hyper-parameters of that point).
+        """
+        rows = []
+        for point in training_curve(log.get("training", [])):
+            common = dict(iteration=point["step"], subset=point["stage"] or "all", wall_clock_s=point["seconds"],
+                          direction="lower", params=params)
+            score = point["val_metric"]
+            rows.append(self._row(cell, metric="training_val_score", value=score, split="val",
+                                  message="" if score == score else "validation score was NaN",
+                                  data_hash=data.hashes.get("val"), **common))
+            if math.isfinite(point["train_loss"]):
+                rows.append(self._row(cell, metric="training_loss", value=point["train_loss"], split="train",
+                                      data_hash=data.hashes.get("train"), **common))
+        n_val = len(data.splits["val"])
+        for rank, entry in enumerate(log.get("tuning", []), 1):
+            point = {k: v for k, v in entry.items() if k != "val_loss"}
+            loss = entry["val_loss"] / n_val
+            rows.append(self._row(cell, metric="tuning_val_loss", value=loss if math.isfinite(loss) else None,
+                                  split="val", subset="all", iteration=rank, direction="lower",
+                                  message="" if math.isfinite(loss) else f"diverged on validation (loss {loss})",
+                                  params={**params, **point}, data_hash=data.hashes.get("val")))
+        return rows
 
     def _trajectory_rows(self, cell, family, solver, test: Instances, solve_seconds: float, row, direction,
                          data_hash) -> list[dict]:

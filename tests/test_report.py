@@ -109,7 +109,7 @@ def test_report_figures_are_valid_pngs_tables_have_rows_and_nothing_is_remote(sm
     index = report / "index.html"
     page = _parse(index)
     kinds = {Path(src).stem.split("-")[-2] for src in page.images}
-    assert {"convergence", "stops", "levels"} <= kinds
+    assert {"convergence", "stops", "levels", "training", "tuning"} <= kinds
     for src in page.images:
         data = (report / src).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n"), src

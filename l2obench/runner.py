@@ -437,7 +437,8 @@ class CellComputer:
         (up to 5) as fit in ``WALL_CLOCK_BUDGET`` times the batched solve time or
         ``WALL_CLOCK_MIN_SECONDS``, whichever is more (``timing.budget_seconds``); the extra time
         is at most that, or one round (each of its solves at most about one full solve) when that
-        alone is longer. The last iteration is timed with the solver itself.
+        alone is longer, plus one solve at the first budget (checked before the rounds). The last
+        iteration is timed with the solver itself.
         """
         keep = sorted(kept)
         n_iter = keep[-1]
@@ -447,6 +448,12 @@ class CellComputer:
         if any(s is None for s in stopped):
             return modelled
         try:
+            # The first, cheapest budget alone first: a solver that cannot stop there (a forward that
+            # ignores depth) is found at the cost of one solve of it, before the timing rounds.
+            with torch.no_grad():
+                first = stopped[0].solve(test.observation())
+            if not _same_estimate(first.estimate, torch.cat(kept[points[0]])):
+                return modelled
             allowance = max(WALL_CLOCK_BUDGET * solve_seconds, WALL_CLOCK_MIN_SECONDS)
             medians, solutions = budget_seconds(stopped, test, self.device, allowance)
         except Exception:  # noqa: BLE001 - a solver that cannot run so few iterations (e.g. k below its minimum)

@@ -30,8 +30,11 @@ class Slowing(Solver):
 class Lying(Slowing):
     """Stopped at ``max_iter = t``, it returns something other than its trajectory's iterate t."""
 
+    solves = 0
+
     def solve(self, observation, trajectory=False):
         solution = super().solve(observation, trajectory)
+        Lying.solves += not trajectory
         return solution if trajectory else Solution(solution.estimate + 1.0)
 
 
@@ -60,6 +63,7 @@ def test_measured_axis_follows_a_growing_cost_per_iteration_and_the_uniform_mode
 def test_a_solver_whose_stopped_estimate_is_not_its_trajectory_keeps_the_modelled_axis():
     seconds, sources = _axis(Lying(max_iter=4), seconds_per_solve=0.01)
     assert set(sources.values()) == {"modelled"}
+    assert Lying.solves == 1  # found out at its first budget, before any timing round
     assert seconds == pytest.approx({t: 0.01 * t / 4 for t in range(1, 5)})
 
 

@@ -26,7 +26,7 @@ from l2obench.pooling import SHARED_MARK, one_copy_per_cell, split_shared_labels
 from l2obench.results import expand_sweep
 
 WALL_CLOCK_NOTE = ("Wall-clock on a trajectory is measured: the test batch solved again with the solver stopped "
-                   "after t iterations (layers), for a few log-spaced t, each the median of up to 5 timings, and "
+                   "after t iterations (layers), for a few log-spaced t, each the median of 3 to 5 timings, and "
                    "interpolated between them. Where a solver cannot be stopped at an iteration "
                    "(wall_clock_source 'modelled', and every trajectory of results before schema version 4) it is "
                    "modelled: the batched solve time times t / T.")

@@ -61,7 +61,7 @@ TRAJECTORY_CHUNK_BYTES = 256 * 2**20
 # WALL_CLOCK_BUDGET times the batched solve time, or WALL_CLOCK_MIN_SECONDS when more, on
 # timing them (CellComputer._wall_clock_axis).
 WALL_CLOCK_POINTS = 6
-WALL_CLOCK_BUDGET = 4.0
+WALL_CLOCK_BUDGET = 5.0
 WALL_CLOCK_MIN_SECONDS = 0.1
 # A measured estimate matches the trajectory's iterate within this relative (Frobenius) distance,
 # loose enough for batches run in other chunks, tight enough to catch a solver stopped elsewhere.
@@ -434,11 +434,11 @@ class CellComputer:
         its trajectory's, ``modelled`` (the batched solve time times t / T).
 
         At most ``WALL_CLOCK_POINTS`` log-spaced iterations are timed, in turn, in as many rounds
-        (up to 5) as fit in ``WALL_CLOCK_BUDGET`` times the batched solve time or
+        (3 to 5) as fit in ``WALL_CLOCK_BUDGET`` times the batched solve time or
         ``WALL_CLOCK_MIN_SECONDS``, whichever is more (``timing.budget_seconds``); the extra time
-        is at most that, or one round (each of its solves at most about one full solve) when that
-        alone is longer, plus one solve at the first budget (checked before the rounds). The last
-        iteration is timed with the solver itself.
+        is at most that, or 3 rounds when they alone are longer (a round of log-spaced budgets
+        costs about 1.3 to 3.5 solves), plus one solve at the first budget (checked before the
+        rounds). The last iteration is timed with the solver itself.
         """
         keep = sorted(kept)
         n_iter = keep[-1]

@@ -75,11 +75,12 @@ def interleaved_seconds(solvers: Sequence[Solver], instances: Instances, device:
 
 
 def budget_seconds(solvers: Sequence[Any], instances: Instances, device: torch.device, allowance: float,
-                   max_repeats: int = 5) -> tuple[list[float], list[Solution]]:
+                   max_repeats: int = 5, min_repeats: int = 3) -> tuple[list[float], list[Solution]]:
     """Median seconds of each solver's batched solve of ``instances``, timed in turn as
-    ``interleaved_seconds`` does, in as many rounds as fit in ``allowance`` seconds (at least one,
-    at most ``max_repeats``), with no warm-up round: the solvers must be warm already (e.g. copies
-    of one that has just solved, see ``truncated``). Spends at most ``max(allowance, one round)``.
+    ``interleaved_seconds`` does, in as many rounds as fit in ``allowance`` seconds (at least
+    ``min_repeats``, so that the median sets one disturbed timing aside; at most ``max_repeats``),
+    with no warm-up round: the solvers must be warm already (e.g. copies of one that has just
+    solved, see ``truncated``). Spends at most ``max(allowance, min_repeats rounds)``.
 
     Returns
     -------
@@ -88,11 +89,12 @@ def budget_seconds(solvers: Sequence[Any], instances: Instances, device: torch.d
     solutions : list of Solution
         Each solver's solution from the last round.
     """
-    return _rounds(solvers, instances.observation(), device, max_repeats, warmup=0, allowance=allowance)
+    return _rounds(solvers, instances.observation(), device, max_repeats, warmup=0, allowance=allowance,
+                   min_repeats=min_repeats)
 
 
 def _rounds(solvers: Sequence[Any], observation: Mapping[str, Any], device: torch.device, repeats: int,
-            warmup: int, allowance: float | None = None) -> tuple[list[float], list[Solution]]:
+            warmup: int, allowance: float | None = None, min_repeats: int = 1) -> tuple[list[float], list[Solution]]:
     times: list[list[float]] = [[] for _ in solvers]
     last: list[Any] = [None] * len(solvers)
     spent, round_ = 0.0, 0
@@ -108,8 +110,8 @@ def _rounds(solvers: Sequence[Any], observation: Mapping[str, Any], device: torc
                     times[i].append(time.perf_counter() - start)
             spent += time.perf_counter() - begin
             round_ += 1
-            if allowance is not None and spent + spent / round_ > allowance:  # the next round would not fit
-                break
+            if allowance is not None and round_ >= warmup + min_repeats and spent + spent / round_ > allowance:
+                break  # the next round would not fit
     return [statistics.median(seconds) for seconds in times], last
 
 

@@ -78,12 +78,12 @@ def test_budget_seconds_stops_timing_at_its_allowance():
 
     instances = Instances({"b": torch.zeros(2, 1)}, {"x": torch.zeros(2, 1)})
     seconds, _ = timing.budget_seconds([Counting(), Counting()], instances, torch.device("cpu"), allowance=1.0,
-                                       max_repeats=3)
-    assert len(calls) == 6  # three rounds of 20 ms fit in a second
+                                       max_repeats=4)
+    assert len(calls) == 8  # four rounds of 20 ms fit in a second
     assert all(0.01 <= s < 0.1 for s in seconds)
     calls.clear()
     timing.budget_seconds([Counting(), Counting()], instances, torch.device("cpu"), allowance=0.0)
-    assert len(calls) == 2  # one round however small the allowance
+    assert len(calls) == 6  # three rounds however small the allowance
 
 
 FISTA_SUITE = {
@@ -110,7 +110,8 @@ def test_fista_curve_is_measured_and_ends_near_the_cells_solve_time(cli, tmp_pat
         assert curve["wall_clock_s"].is_monotonic_increasing
         solve = rows.loc[rows["metric"] == "solve_seconds", "value"].item()
         last = curve["wall_clock_s"].iloc[-1]
-        assert 0.5 * solve < last < 2.0 * solve + 0.005, (solver, last, solve)
+        # solve_seconds is one timing, which a busy machine can only lengthen; the axis takes medians
+        assert 0.25 * solve < last < 2.0 * solve + 0.005, (solver, last, solve)
         assert (rows.loc[rows["metric"] == "solve_seconds", "wall_clock_source"] == "measured").all()
     # ISTA run to a tolerance for hundreds of iterations: the first one costs what setting up costs
     # (A's Lipschitz constant, the Gram matrix), many times a uniform share of the solve time.

@@ -25,11 +25,15 @@ def palette(labels) -> dict:
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
-def _finish(fig, ax_list, path: Path, legend_from=None) -> Path:
-    source = legend_from or ax_list[0]
-    handles, labels = source.get_legend_handles_labels()
+def _finish(fig, ax_list, path: Path) -> Path:
+    """One legend right of the figure, for the labels of all panels, then the PNG."""
+    handles = {}
+    for ax in ax_list:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
     if handles:
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+        fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+                   frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -103,16 +107,7 @@ def stop_times(measured: Mapping[str, tuple], policy: Mapping[str, tuple], path:
         ax.set_xlabel("iteration / layer")
         ax.set_ylabel("fraction")
         ax.grid(alpha=0.3)
-    handles = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-               frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _finish(fig, axes, path)
 
 
 def against_values(lines: Mapping[str, tuple], learned: Mapping[str, bool], xlabel: str, metric: str,
@@ -141,3 +136,67 @@ def against_values(lines: Mapping[str, tuple], learned: Mapping[str, bool], xlab
     ax.grid(alpha=0.3)
     return _finish(fig, [ax], path)
 
+
+
+def training_curves(curves: Mapping[str, list], path: Path, colors: Mapping | None = None) -> Path:
+    """Validation score against training step, one line per seed, a colour per solver.
+
+    Parameters
+    ----------
+    curves : mapping
+        Solver label -> list of ``(steps, values)``, one per seed.
+    path : Path
+        PNG written.
+    colors : mapping, optional
+        Solver label -> colour (default: ``palette`` of the labels).
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    colors = colors or palette(curves)
+    values = []
+    for label, seeds in curves.items():
+        for i, (x, y) in enumerate(seeds):
+            ax.plot(x, y, color=colors[label], label=label if i == 0 else None, linewidth=1.2,
+                    alpha=1.0 if len(seeds) == 1 else 0.75)
+            values += [v for v in y if v == v]
+    if values and min(values) > 0 and max(values) / min(values) >= 100:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step (over the whole schedule)")
+    ax.set_ylabel("validation score (lower is better)")
+    ax.grid(alpha=0.3)
+    return _finish(fig, [ax], path)
+
+
+def tuning_curves(panels: Mapping[str, Mapping[str, tuple]], path: Path, colors: Mapping | None = None) -> Path:
+    """Validation loss against each tuned hyper-parameter's grid values, one panel per hyper-parameter.
+
+    Parameters
+    ----------
+    panels : mapping
+        Hyper-parameter -> {solver label -> ``(grid values, losses)``}; values
+        that are not all numbers are placed in their given order.
+    path : Path
+        PNG written.
+    colors : mapping, optional
+        Solver label -> colour (default: ``palette`` of the labels).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    axes = list(axes[0])
+    colors = colors or palette([label for lines in panels.values() for label in lines])
+    for ax, (name, lines) in zip(axes, panels.items()):
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for x, _ in lines.values() for v in x)
+        order = [] if numeric else list(dict.fromkeys(str(v) for x, _ in lines.values() for v in x))
+        values = []
+        for label, (x, y) in lines.items():
+            xs = list(x) if numeric else [order.index(str(v)) for v in x]
+            ax.plot(xs, y, color=colors[label], label=label, marker="o", markersize=3.5, linewidth=1.2)
+            values += [v for v in y if v == v]
+        if not numeric:
+            ax.set_xticks(range(len(order)), order)
+        elif _log_x([v for x, _ in lines.values() for v in x]):
+            ax.set_xscale("log")
+        if values and min(values) > 0 and max(values) / min(values) >= 100:
+            ax.set_yscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel("validation loss (mean per instance)")
+        ax.grid(alpha=0.3)
+    return _finish(fig, axes, path)

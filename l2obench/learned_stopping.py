@@ -296,7 +296,7 @@ class LearnedStopping(LearnedSolver):
         if trajectory:
             return self._solve_full_depth(observation, rule)
         first = observation[self.INSTANCE_KEYS[0]]
-        N, T, device = first.shape[0], self.n_outputs, first.device
+        N, T, device = first.shape[0], getattr(self, "max_outputs_", None) or self.n_outputs, first.device
         uniforms = self._uniforms(N, rule, device)
         estimate = None
         stop_time = torch.full((N,), T, dtype=torch.long, device=device)
@@ -350,6 +350,13 @@ class LearnedStopping(LearnedSolver):
             stopped = (stop_time <= t).view(-1, *([1] * (outputs[t].dim() - 1)))
             held.append(torch.where(stopped, held[t - 1], outputs[t]))
         return Solution(held[-1], held, stop_time, stop_distribution=distribution)
+
+    def truncated(self, depth: int) -> "LearnedStopping":
+        """The same fitted model stopping every instance by output ``depth`` (its trajectory's
+        estimate there; the runner times the trajectory with it, ``l2obench.timing.truncated``)."""
+        clone = copy.copy(self)
+        clone.max_outputs_ = depth
+        return clone
 
     def full_depth(self) -> "LearnedStopping":
         """The same fitted model running all T outputs (to time what stopping saves)."""

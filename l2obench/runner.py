@@ -47,7 +47,9 @@ from l2obench.results import write_parquet
 from l2obench.resume import reconcile
 from l2obench.suites import Cell, sweep_label
 from l2obench.timeout import CellTimeout
-from l2obench.timing import describe_device, interleaved_seconds, single_instance_latency, timed_solve
+from l2obench.training import training_curve
+from l2obench.timing import (budget_seconds, describe_device, interleaved_seconds, single_instance_latency,
+                             timed_solve, truncated)
 
 # Trajectories keep at most this many iterations (all of them when T is below);
 # beyond, iterations are log-spaced so long runs stay affordable in memory.
@@ -56,6 +58,15 @@ TRAJECTORY_POINTS = 128
 STANDARD_SPLITS = {"train", "val", "test"}
 # Bytes of iterates held at once while a trajectory is computed in chunks.
 TRAJECTORY_CHUNK_BYTES = 256 * 2**20
+# A trajectory's wall-clock axis is measured at this many log-spaced iterations, spending at most
+# WALL_CLOCK_BUDGET times the batched solve time, or WALL_CLOCK_MIN_SECONDS when more, on
+# timing them (CellComputer._wall_clock_axis).
+WALL_CLOCK_POINTS = 6
+WALL_CLOCK_BUDGET = 5.0
+WALL_CLOCK_MIN_SECONDS = 0.1
+# A measured estimate matches the trajectory's iterate within this relative (Frobenius) distance,
+# loose enough for batches run in other chunks, tight enough to catch a solver stopped elsewhere.
+SAME_ESTIMATE_RTOL = 1e-3
 # Environment variables that select the CPU code path of torch's own kernels, of MKL (BLAS,
 # LAPACK) or of oneDNN, or their threads: each can change the bits of a float result (see
 # benchmarks/kernel_reproducibility.py). run.json records those that are set.
@@ -263,7 +274,8 @@ class CellComputer:
     def _row(self, cell: Cell, *, metric: str, value: float | None, split: str | None = None,
              subset: str | None = None, iteration: int | None = None, status: str = "ok",
              message: str = "", wall_clock_s: float | None = None, data_hash: str | None = None,
-             params: dict | None = None, direction: str | None = None) -> dict[str, Any]:
+             params: dict | None = None, direction: str | None = None,
+             wall_clock_source: str | None = None) -> dict[str, Any]:
         # A NaN metric is undefined (e.g. an NMSE of 0/0 when every target is zero): no value, never a score.
         undefined = value is None or math.isnan(value)
         if undefined and value is not None and not message:
@@ -278,7 +290,9 @@ class CellComputer:
             "learned": cell.learned, "seed": cell.seed, "split": split, "subset": subset,
             "metric": metric, "direction": direction, "value": None if undefined else float(value),
             "iteration": iteration, "status": status, "message": message or None,
-            "wall_clock_s": wall_clock_s, "timestamp": dt.datetime.now(dt.timezone.utc),
+            "wall_clock_s": wall_clock_s,
+            "wall_clock_source": wall_clock_source or ("measured" if wall_clock_s is not None else None),
+            "timestamp": dt.datetime.now(dt.timezone.utc),
             "data_hash": data_hash, "identity": self.identities.identity(cell),
             "code_version": canonical_json(self.identities.code_version(cell)),
             "plugin": canonical_json({"family": self.registry.problems[cell.family].plugin.provenance,
@@ -312,7 +326,7 @@ class CellComputer:
         family = data.family
         solver = self.registry.solver(cell.solver).build(**cell.params)
         data = data.hiding(hidden_from(solver, family))  # side information the solver does not declare
-        fit_seconds, cached, _ = self._fit(cell, data, solver)
+        fit_seconds, cached, log = self._fit(cell, data, solver)
         params = solver.get_params()
         row = lambda **kw: self._row(cell, params=params, **kw)  # noqa: E731
         metrics = family.metrics
@@ -321,6 +335,7 @@ class CellComputer:
                     direction="lower", wall_clock_s=fit_seconds,
                     message="fitted state loaded from cache; time of the original fit" if cached else "",
                     data_hash=data.hashes.get("train" if cell.learned else "val"))]
+        rows += self._fit_curve_rows(cell, log, params, data)
 
         test = data.splits["test"].to(self.device)
         solution, seconds = timed_solve(solver, test, self.device)
@@ -384,6 +399,39 @@ class CellComputer:
         summary = f"test {family.primary_metric} {shown}  fit {fit_seconds:.1f} s{' (cached)' if cached else ''}  solve {seconds:.3f} s"
         return rows, summary, files
 
+    def _fit_curve_rows(self, cell: Cell, log: dict, params: dict, data: Splits) -> list[dict]:
+        """The fit's curves, from its log (kept with a cached fitted state too).
+
+        Training (``log["training"]``, ``l2obench.training.training_curve``): per validation,
+        ``training_val_score`` (what early stopping minimises, split val) and ``training_loss``
+        (the running training loss, split train), at ``iteration`` = the step counted over the
+        whole schedule, ``subset`` = the stage (``"all"`` when there is none to tell), and
+        ``wall_clock_s`` = the training seconds so far. Tuning (``log["tuning"]``,
+        ``ClassicalSolver.fit``): ``tuning_val_loss``, the family's loss averaged over the
+        validation split, per grid point in search order (``iteration`` = its rank,
+        ``solver_params`` = the hyper-parameters of that point).
+        """
+        rows = []
+        for point in training_curve(log.get("training", [])):
+            common = dict(iteration=point["step"], subset=point["stage"] or "all", wall_clock_s=point["seconds"],
+                          direction="lower", params=params)
+            score = point["val_metric"]
+            rows.append(self._row(cell, metric="training_val_score", value=score, split="val",
+                                  message="" if score == score else "validation score was NaN",
+                                  data_hash=data.hashes.get("val"), **common))
+            if math.isfinite(point["train_loss"]):
+                rows.append(self._row(cell, metric="training_loss", value=point["train_loss"], split="train",
+                                      data_hash=data.hashes.get("train"), **common))
+        n_val = len(data.splits["val"])
+        for rank, entry in enumerate(log.get("tuning", []), 1):
+            point = {k: v for k, v in entry.items() if k != "val_loss"}
+            loss = entry["val_loss"] / n_val
+            rows.append(self._row(cell, metric="tuning_val_loss", value=loss if math.isfinite(loss) else None,
+                                  split="val", subset="all", iteration=rank, direction="lower",
+                                  message="" if math.isfinite(loss) else f"diverged on validation (loss {loss})",
+                                  params={**params, **point}, data_hash=data.hashes.get("val")))
+        return rows
+
     def _trajectory_rows(self, cell, family, solver, test: Instances, solve_seconds: float, row, direction,
                          data_hash) -> list[dict]:
         """Per-iteration metric of the test split, from chunks of at most TRAJECTORY_CHUNK_BYTES.
@@ -404,13 +452,61 @@ class CellComputer:
             mean = torch.cat(stop_distribution).double().mean(0)
             rows += [row(metric="stop_probability", value=float(p), split="test", iteration=t,
                          data_hash=data_hash) for t, p in enumerate(mean.tolist(), 1)]
+        seconds, sources = self._wall_clock_axis(solver, test, kept, solve_seconds)
         for t in list(kept):
-            # Cumulative wall-clock assumes a uniform cost per iteration of the timed batched solve.
             for m in family.evaluate(torch.cat(kept.pop(t)), test):
                 rows.append(row(metric=m.metric, value=m.value, split="test", subset=m.subset, iteration=t,
-                                direction=direction(m.metric), wall_clock_s=solve_seconds * t / n_iter,
-                                data_hash=data_hash))
+                                direction=direction(m.metric), wall_clock_s=seconds[t],
+                                wall_clock_source=sources[t], data_hash=data_hash))
         return rows
+
+    def _wall_clock_axis(self, solver, test: Instances, kept: dict[int, list],
+                         solve_seconds: float) -> tuple[dict[int, float], dict[int, str]]:
+        """Seconds to reach each kept iteration, and how each is known: ``measured`` (the batch solved
+        with the solver stopped there, ``timing.truncated``), ``interpolated`` (linearly between
+        measured iterations) or, where the solver cannot be stopped at an iteration whose estimate is
+        its trajectory's, ``modelled`` (the batched solve time times t / T).
+
+        At most ``WALL_CLOCK_POINTS`` log-spaced iterations are timed, in turn, in as many rounds
+        (3 to 5) as fit in ``WALL_CLOCK_BUDGET`` times the batched solve time or
+        ``WALL_CLOCK_MIN_SECONDS``, whichever is more (``timing.budget_seconds``); the extra time
+        is at most that, or 3 rounds when they alone are longer (a round of log-spaced budgets
+        costs about 1.3 to 3.5 solves), plus one solve at the first budget (checked before the
+        rounds). The last iteration is timed with the solver itself.
+        """
+        keep = sorted(kept)
+        n_iter = keep[-1]
+        modelled = ({t: solve_seconds * t / n_iter for t in keep}, dict.fromkeys(keep, "modelled"))
+        points = sorted({min(keep, key=lambda k: abs(k - t)) for t in recorded_iterations(n_iter, WALL_CLOCK_POINTS)})
+        stopped = [solver if t == n_iter else truncated(solver, t) for t in points]
+        if any(s is None for s in stopped):
+            return modelled
+        try:
+            # The first, cheapest budget alone first: a solver that cannot stop there (a forward that
+            # ignores depth) is found at the cost of one solve of it, before the timing rounds.
+            with torch.no_grad():
+                first = stopped[0].solve(test.observation())
+            if not _same_estimate(first.estimate, torch.cat(kept[points[0]])):
+                return modelled
+            allowance = max(WALL_CLOCK_BUDGET * solve_seconds, WALL_CLOCK_MIN_SECONDS)
+            medians, solutions = budget_seconds(stopped, test, self.device, allowance)
+        except Exception:  # noqa: BLE001 - a solver that cannot run so few iterations (e.g. k below its minimum)
+            return modelled
+        for t, solution in zip(points, solutions):
+            if not _same_estimate(solution.estimate, torch.cat(kept[t])):
+                return modelled
+        # Reaching iteration t costs at least what reaching an earlier one does: timing noise aside,
+        # the measured times are non-decreasing, so a dip is read as noise and raised to the maximum so far.
+        measured = torch.tensor(medians, dtype=torch.float64).cummax(0).values
+        axis = torch.tensor(keep, dtype=torch.float64)
+        at = torch.tensor(points, dtype=torch.float64)
+        index = torch.searchsorted(at, axis).clamp(1, max(len(points) - 1, 1))
+        lo, hi = index - 1, index.clamp(max=len(points) - 1)
+        span = (at[hi] - at[lo]).clamp_min(1.0)
+        seconds = measured[lo] + (measured[hi] - measured[lo]) * ((axis - at[lo]) / span).clamp(0, 1)
+        on_point = set(points)
+        return ({t: float(v) for t, v in zip(keep, seconds.tolist())},
+                {t: "measured" if t in on_point else "interpolated" for t in keep})
 
     def _trajectory_pass(self, cell, solver, test: Instances, point: torch.Tensor, n_iter: int):
         """``((kept iterates by iteration, stop distributions), n_iter)`` over the test split in
@@ -672,6 +768,14 @@ def _illustrations(cell: Cell, family, solution, instances, split: str) -> dict[
 
 def _format(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+def _same_estimate(estimate: torch.Tensor, iterate: torch.Tensor) -> bool:
+    """Whether ``estimate`` is ``iterate`` (same shape, within ``SAME_ESTIMATE_RTOL``)."""
+    if not torch.is_tensor(estimate) or estimate.shape != iterate.shape:
+        return False
+    distance = torch.linalg.vector_norm((estimate - iterate).double())
+    return bool(distance <= SAME_ESTIMATE_RTOL * torch.linalg.vector_norm(iterate.double()) + 1e-12)
+
 
 def _stop_fractions(iterations: torch.Tensor) -> list[tuple[int, float]]:
     """Fraction of instances stopping at each iteration, when not all stop at the same one."""

@@ -3,8 +3,8 @@
 This pyarrow schema is the single source of truth for results; every write is
 validated against it (column set and types), and readers check its version.
 Version 2 added ``sweep``; version 3 ``identity`` and ``code_version`` (see
-``l2obench.identity``) and the status ``timeout``; version 4 ``plugin`` (the
-plugins that produced the row, ``l2obench.registry.PluginRecord.provenance``).
+``l2obench.identity``) and the status ``timeout``; version 4 ``wall_clock_source``
+and ``plugin`` (the plugins that produced the row, ``l2obench.registry.PluginRecord.provenance``).
 Readers take older files with the columns they lack as nulls.
 """
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pyarrow as pa
 
 SCHEMA_VERSION = "4"
 # Versions readers accept, with the columns each lacks (read as null).
-READABLE_VERSIONS = {"1": ("sweep", "identity", "code_version", "plugin"), "2": ("identity", "code_version", "plugin"),
-                     "3": ("plugin",), "4": ()}
+READABLE_VERSIONS = {"1": ("sweep", "identity", "code_version", "wall_clock_source", "plugin"),
+                     "2": ("identity", "code_version", "wall_clock_source", "plugin"),
+                     "3": ("wall_clock_source", "plugin"), "4": ()}
 
 STATUSES = ("ok", "failed", "diverged", "timeout")
 
@@ -43,6 +44,9 @@ SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),        # ok / failed / diverged / timeout
         pa.field("message", pa.string(), nullable=True),
         pa.field("wall_clock_s", pa.float64(), nullable=True),  # seconds behind the value (see README)
+        # how wall_clock_s is known: measured / interpolated (between measured iterations of a trajectory) /
+        # modelled (solve time x t/T); null where there is no wall-clock, and in files before version 4
+        pa.field("wall_clock_source", pa.string(), nullable=True),
         pa.field("device", pa.string(), nullable=False),
         pa.field("l2obench_version", pa.string(), nullable=False),
         pa.field("torch_version", pa.string(), nullable=False),

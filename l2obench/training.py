@@ -248,3 +248,50 @@ def train_progressive(module: torch.nn.Module, n_layers: int,
         layer_stages[0] = replace(layer_stages[0], parameters=list(layer_parameters(t)))
         stages += [replace(stage, fields={"layer": t}) for stage in layer_stages]
     return train_stages(module, stages, context, fresh_samples)
+
+
+def training_curve(history) -> list[dict]:
+    """The validation curve of a whole training schedule, from the history a ``fit`` logs.
+
+    Parameters
+    ----------
+    history : list or mapping
+        ``train``'s entries, several ``train`` calls' entries one after the
+        other (``train_stages``: each call counts its steps from 0), or a
+        mapping of stage names to either (e.g. ``LearnedStopping``'s
+        ``{"stage1": [...], "stage2": [...], ...}``; values that are not
+        lists of entries, such as its ``stop_support``, are skipped).
+
+    Returns
+    -------
+    list of dict
+        One entry per validation, in training order: ``step`` and ``seconds``
+        counted from the start of the schedule, ``val_metric``, ``train_loss``
+        (NaN before the first step), and ``stage``, the same for the entries of
+        one ``train`` call and different from the previous call's: the
+        mapping's key, then ``layer`` and ``lr`` where the entries have them
+        (``""`` when there is nothing to tell; a number is added when the label
+        alone would not change).
+    """
+    stages = history.items() if isinstance(history, dict) else [("", history)]
+    curve: list[dict] = []
+    previous, repeat = None, 1
+    for name, entries in stages:
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and "step" in e for e in entries):
+            continue
+        segments: list[list[dict]] = []
+        for entry in entries:  # each ``train`` call starts at step 0
+            if entry["step"] == 0 or not segments:
+                segments.append([])
+            segments[-1].append(entry)
+        for segment in segments:
+            first = segment[0]
+            parts = [str(name) if name else "", f"layer {first['layer']}" if "layer" in first else "",
+                     f"lr {first['lr']:.3g}" if "lr" in first else ""]
+            base = " ".join(p for p in parts if p)
+            repeat = repeat + 1 if base == previous else 1
+            previous, label = base, base if repeat == 1 else f"{base} #{repeat}".strip()
+            step, seconds = (curve[-1]["step"], curve[-1]["seconds"]) if curve else (0, 0.0)
+            curve += [{"step": int(step + e["step"]), "seconds": seconds + e["seconds"], "val_metric": e["val_metric"],
+                       "train_loss": e["train_loss"], "stage": label} for e in segment]
+    return curve

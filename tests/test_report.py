@@ -109,7 +109,7 @@ def test_report_figures_are_valid_pngs_tables_have_rows_and_nothing_is_remote(sm
     index = report / "index.html"
     page = _parse(index)
     kinds = {Path(src).stem.split("-")[-2] for src in page.images}
-    assert {"convergence", "stops", "levels"} <= kinds
+    assert {"convergence", "stops", "levels", "training", "tuning"} <= kinds
     for src in page.images:
         data = (report / src).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n"), src
@@ -121,7 +121,7 @@ def test_report_figures_are_valid_pngs_tables_have_rows_and_nothing_is_remote(sm
     text = index.read_text()
     for column in ("git_commit", "device", "torch_version"):
         assert html.escape(rows[column].iloc[0]) in text
-    assert "FISTA (converged)" in text and "conv" in text and "not recorded" in text
+    assert "FISTA (converged)" in text and "conv" in text and "wall-clock" in text
 
 
 def test_report_plots_the_metric_against_a_swept_value(cli, tmp_path):

@@ -341,8 +341,9 @@ _LEARNED_DENOISERS = [
 # The unrolled quadratic-energy denoiser of NeurIPS 2020 section 7.2 and its Fig. 7 (generalization
 # gap against k, GD and NAG, each k a separately trained model) on locally adaptive noise: f and g
 # with 3 channels and 2 hidden layers (about right), g = 0 (under-parameterized), f with 20
-# channels (over-parameterized). Paper scale only (the small scale's 15 minutes go to DnCNN);
-# at the smoke scale GD^4, 60 steps at lr 1e-2.
+# channels (over-parameterized). Paper scale only here (the small scale's 15 minutes go to DnCNN;
+# the energy-denoising suite below runs the sweep at the small scale); at the smoke scale GD^4,
+# 60 steps at lr 1e-2.
 _ENERGY_SIZES = (("about right", {}), ("under", {"g_layers": 0}), ("over", {"f_width": 20}))
 _ENERGY_DENOISERS = [
     {"solver": "energy_denoiser", "label": "GD^4 energy", "params": {"k": 4, "patch": 8, "lr": 1e-2},

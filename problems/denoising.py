@@ -45,6 +45,7 @@ by ``sigma_error``, the mean ``|sigma_hat - sigma|`` in grey levels.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -187,11 +188,27 @@ def load_image(path: Path) -> np.ndarray:
     return as_gray(io.imread(path))
 
 
+@functools.lru_cache(maxsize=None)
 def skimage_image(name: str) -> np.ndarray:
-    """One of scikit-image's bundled images (``skimage.data.<name>``) in grayscale [0, 1]."""
+    """One of scikit-image's bundled images (``skimage.data.<name>``) in grayscale [0, 1] (read once per
+    process; do not modify it in place)."""
     from skimage import data
 
-    return as_gray(getattr(data, name)())
+    image = as_gray(getattr(data, name)())
+    image.flags.writeable = False
+    return image
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file, from its header (Pillow; scikit-image's reader otherwise)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            return height, width
+    except (UnidentifiedImageError, OSError):
+        return load_image(path).shape[:2]
 
 
 def random_crops(images: Sequence[np.ndarray], n: int, crop: int, rng: np.random.Generator) -> np.ndarray:
@@ -339,6 +356,19 @@ class Denoising(ProblemFamily):
             self.version = f"{Denoising.version}+{hashlib.sha256(repr(listing).encode()).hexdigest()[:16]}"
         elif self.path is not None:
             raise ValueError(f"path is a setting of source = 'folder' only (source is {self.source!r})")
+        self._check_image_sizes()
+
+    def _check_image_sizes(self) -> None:
+        """Refuse a crop larger than an image it would be cut from, when the suite is planned."""
+        if self.source == "folder":
+            sizes = {str(p): image_size(p) for files in self._files.values() for p in files}
+        elif self.source == "skimage":
+            sizes = {name: skimage_image(name).shape for name in TRAIN_IMAGES + TEST_IMAGES}
+        else:
+            return
+        small = [f"{name} ({h} x {w})" for name, (h, w) in sizes.items() if min(h, w) < self.crop]
+        if small:
+            raise ValueError(f"crop {self.crop} is larger than image(s) {', '.join(small)}")
 
     def split_sizes(self) -> dict[str, int]:
         sizes = checked_split_sizes(self)
@@ -356,14 +386,8 @@ class Denoising(ProblemFamily):
         if role not in self._pools:
             if self.source == "folder":
                 images = [load_image(p) for p in self._files[role]]
-                names = [str(p) for p in self._files[role]]
             else:
-                names = list(TEST_IMAGES if role == "test" else TRAIN_IMAGES)
-                images = [skimage_image(name) for name in names]
-            small = [f"{name} ({im.shape[0]} x {im.shape[1]})" for name, im in zip(names, images)
-                     if min(im.shape) < self.crop]
-            if small:
-                raise ValueError(f"crop {self.crop} is larger than image(s) {', '.join(small)}")
+                images = [skimage_image(name) for name in (TEST_IMAGES if role == "test" else TRAIN_IMAGES)]
             self._pools[role] = images
         return self._pools[role]
 

@@ -158,9 +158,20 @@ def test_folder_source_refuses_images_smaller_than_the_crop(tmp_path):
     rng = np.random.default_rng(0)
     _write_images(tmp_path / "train", [(20, 20)], rng)
     _write_images(tmp_path / "test", [(12, 30)], rng)
-    fam = family(source="folder", path=str(tmp_path))
     with pytest.raises(ValueError, match=r"crop 16 is larger than image\(s\) .*im0.png \(12 x 30\)"):
-        fam.draw(2, torch.Generator().manual_seed(0), {}, "test")
+        family(source="folder", path=str(tmp_path))  # when the family is built, i.e. when a suite is planned
+    with pytest.raises(ValueError, match=r"crop 400 is larger than image\(s\) .*coins \(303 x 384\)"):
+        family(source="skimage", crop=400)
+
+
+def test_a_crop_larger_than_the_images_exits_2_at_planning(cli, tmp_path):
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({"problems": [{"family": "denoising", "label": "big",
+                                               "settings": {**TINY, "source": "skimage", "crop": 600}}],
+                                 "solvers": [{"solver": "tv"}]}))
+    code, out, err = cli("run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--no-progress")
+    assert code == 2 and "problems[0].settings: crop 600 is larger than image(s)" in err, out + err
+    assert "Traceback" not in out + err and not (tmp_path / "r").exists()
 
 
 def test_bundled_images_load_without_network(monkeypatch):

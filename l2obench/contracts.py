@@ -392,5 +392,7 @@ def check_estimate(family: ProblemFamily, estimate: Any, instances: Instances) -
 
 
 def hidden_from(solver: Solver, family: ProblemFamily) -> frozenset:
-    """The observation keys ``solver`` must not see: the family's side information it does not declare."""
-    return frozenset(family.side_information) - frozenset(solver.side_information())
+    """The observation keys ``solver`` must not see: the family's side information it does not declare
+    (a solver that does not subclass ``Solver`` and lacks ``side_information`` declares none)."""
+    declared = getattr(solver, "side_information", None)
+    return frozenset(getattr(family, "side_information", ())) - frozenset(declared() if callable(declared) else ())

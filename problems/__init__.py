@@ -103,7 +103,7 @@ QUADRATIC = ProblemSpec(
                       type=str, choices=("hybrid", "given")),
         "pool": Param(10000, help="the training pairs are the first n_train of a random order of a pool of this "
                                   "many (thesis 4.7), nested along a sweep of n_train; null: drawn directly",
-                      type=int, ge=1),
+                      type=int, ge=1, nullable=True),
         "n_train": Param(100, help="training pairs n (the authors' code: 100)", type=int, ge=1),
         "n_val": Param(1000, help="validation pairs (learning-rate and step-size choice)", type=int, ge=1),
         "n_test": Param(10000, help="test pairs, drawn apart from the pool", type=int, ge=1),

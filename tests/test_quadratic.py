@@ -194,3 +194,15 @@ def test_quadratic_suite_plans_the_thesis_figures_at_each_scale():
     assert {c.seed for c in paper} == set(range(20)) and max(c.params["k"] for c in paper) == 30
     assert {c.settings["n_train"] for c in paper if c.problem_label == "quad-hybrid-n"} == {30, 100, 300, 1000, 3000}
     assert len(plan(REGISTRY, "quadratic", definition, scale="smoke")) == 22
+
+
+def test_pool_null_draws_training_pairs_directly_as_documented():
+    definition = {"problems": [{"family": "quadratic", "label": "direct",
+                                "settings": {"pool": None, "n_train": 20, "n_val": 10, "n_test": 10}}],
+                  "solvers": [{"solver": "gd"}]}
+    cell = plan(REGISTRY, "direct", definition, scale="small")[0]
+    assert cell.settings["pool"] is None
+    splits = make_splits(QUADRATIC, cell.settings, 0, Cache(enabled=False))
+    assert len(splits.splits["train"]) == 20
+    pooled = make_splits(QUADRATIC, {**cell.settings, "pool": 20}, 0, Cache(enabled=False))
+    assert not torch.equal(splits.splits["train"].observed["b"], pooled.splits["train"].observed["b"])

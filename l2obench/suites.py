@@ -290,37 +290,39 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
     available = available_bytes()
     for i, entry in enumerate(definition["problems"]):
         where = f"{suite}.problems[{i}]"
-        _check_keys(where, entry, _PROBLEM_KEYS, required=("family",))
-        if not _runs_at(where, entry, scale):
-            continue
-        with _located(where):
-            spec = registry.problem(entry["family"])
-        overrides = _overrides_at(where, spec, entry, "settings", scale)
-        for point in _sweep_at(where, spec, entry, "settings", scale):
-            settings = spec.resolve({**overrides, **point})
-            try:  # the family validates its settings' values, and their memory, before any compute
-                check_memory(spec.build(**settings), available)
-            except ValueError as exc:
-                raise SuiteFileError(f"{where}.settings{sweep_label('', point)}: {exc}") from exc
-            problem_rows.append((entry.get("label", spec.name), spec, settings, point))
-        _claim_label(f"{suite}.problems", problem_labels, i, entry.get("label", spec.name), None)
+        with _labelled(entry):
+            _check_keys(where, entry, _PROBLEM_KEYS, required=("family",))
+            if not _runs_at(where, entry, scale):
+                continue
+            with _located(where):
+                spec = registry.problem(entry["family"])
+            overrides = _overrides_at(where, spec, entry, "settings", scale)
+            for point in _sweep_at(where, spec, entry, "settings", scale):
+                settings = spec.resolve({**overrides, **point})
+                try:  # the family validates its settings' values, and their memory, before any compute
+                    check_memory(spec.build(**settings), available)
+                except ValueError as exc:
+                    raise SuiteFileError(f"{where}.settings{sweep_label('', point)}: {exc}") from exc
+                problem_rows.append((entry.get("label", spec.name), spec, settings, point))
+            _claim_label(f"{suite}.problems", problem_labels, i, entry.get("label", spec.name), None)
     declared = {name for entry in definition["problems"] if isinstance(entry, Mapping)
                 for name in (entry.get("label"), entry.get("family")) if isinstance(name, str)}
     solver_rows, solver_labels = [], {}
     for i, entry in enumerate(definition["solvers"]):
         where = f"{suite}.solvers[{i}]"
-        _check_keys(where, entry, _SOLVER_KEYS, required=("solver",))
-        if not _runs_at(where, entry, scale):
-            continue
-        with _located(where):
-            spec = registry.solver(entry["solver"])
-        overrides = _overrides_at(where, spec, entry, "params", scale)
-        label = entry.get("label", spec.name)
-        own = Budget(**{**budget_values, **_budget_at(f"{where}.budget", entry.get("budget"), scale)})
-        targets = _solver_problems(where, entry, label, spec, problem_rows, declared)
-        _claim_label(f"{suite}.solvers", solver_labels, i, label, targets)
-        solver_rows += [(label, spec, {**overrides, **point}, own, targets, point)
-                        for point in _sweep_at(where, spec, entry, "params", scale)]
+        with _labelled(entry):
+            _check_keys(where, entry, _SOLVER_KEYS, required=("solver",))
+            if not _runs_at(where, entry, scale):
+                continue
+            with _located(where):
+                spec = registry.solver(entry["solver"])
+            overrides = _overrides_at(where, spec, entry, "params", scale)
+            label = entry.get("label", spec.name)
+            own = Budget(**{**budget_values, **_budget_at(f"{where}.budget", entry.get("budget"), scale)})
+            targets = _solver_problems(where, entry, label, spec, problem_rows, declared)
+            _claim_label(f"{suite}.solvers", solver_labels, i, label, targets)
+            solver_rows += [(label, spec, {**overrides, **point}, own, targets, point)
+                            for point in _sweep_at(where, spec, entry, "params", scale)]
 
     problem_rows = _select("problem", problems, problem_rows, lambda row: (row[0], row[1].name))
     solver_rows = _select("solver", solvers, solver_rows, lambda row: (row[0], row[1].name))
@@ -440,6 +442,18 @@ def _solver_problems(where: str, entry: Mapping, label: str, spec, problem_rows:
                 raise unsupported(plabel, pspec)
             targets.add(plabel)
     return targets
+
+
+@contextmanager
+def _labelled(entry):
+    """Name the entry's label in the errors its planning raises (the location names its index)."""
+    try:
+        yield
+    except SuiteFileError as exc:
+        label = entry.get("label") if isinstance(entry, Mapping) else None
+        if not isinstance(label, str) or repr(label) in str(exc):
+            raise
+        raise SuiteFileError(f"{exc} (entry {label!r})") from exc
 
 
 @contextmanager

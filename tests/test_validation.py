@@ -43,7 +43,7 @@ def _refused(cli, tmp_path, path, *extra):
 ])
 def test_bad_lasso_settings_are_refused_when_the_suite_is_planned(cli, tmp_path, settings, where):
     path = _suite(tmp_path, settings)
-    assert _refused(cli, tmp_path, path) == f"l2obench: error: {path}.problems[0].{where}"
+    assert _refused(cli, tmp_path, path) == f"l2obench: error: {path}.problems[0].{where} (entry 'cs')"
 
 
 def test_a_negative_budget_is_refused_when_the_suite_is_planned(cli, tmp_path):
@@ -170,3 +170,15 @@ def test_published_runs_resume_on_the_same_kernels_whatever_the_wait_policy(run)
     assert same_kernels(recorded, {**recorded, "wait": {"OMP_WAIT_POLICY": "PASSIVE"}})
     assert same_kernels({**recorded, "wait": {"OMP_WAIT_POLICY": "ACTIVE"}}, recorded)
     assert not same_kernels(recorded, {**recorded, "threads": recorded["threads"] + 1})
+
+
+def test_planning_errors_name_the_entry_by_its_label_as_well_as_its_index(cli, tmp_path):
+    suite = tmp_path / "labelled.json"
+    suite.write_text(json.dumps({"problems": [{"family": "lasso", "label": "cs-small", "settings": {"m": "abc"}}],
+                                 "solvers": [{"solver": "fista"}]}))
+    code, out, err = cli("run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--no-progress")
+    assert code == 2 and "problems[0].settings.m: must be an int" in err and "(entry 'cs-small')" in err, err
+    suite.write_text(json.dumps({"problems": [{"family": "lasso"}],
+                                 "solvers": [{"solver": "fista", "label": "FISTA short", "params": {"max_iter": -1}}]}))
+    code, out, err = cli("run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--no-progress")
+    assert code == 2 and "solvers[0].params.max_iter" in err and "(entry 'FISTA short')" in err, err

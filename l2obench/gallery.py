@@ -49,8 +49,8 @@ def gallery(seed_dir: Path, split: str, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     inputs = seed_dir / "input" / split
-    names = sorted(p.name[:-len("_clean.png")] for p in inputs.glob("*_clean.png")) if inputs.is_dir() else []
-    names.sort(key=lambda name: _level(name))
+    names = sorted((p.name[:-len("_clean.png")] for p in inputs.glob("*_clean.png")), key=_level) \
+        if inputs.is_dir() else []
     solvers = sorted(p.name for p in seed_dir.iterdir() if p.is_dir() and p.name != "input" and (p / split).is_dir())
     if not names:
         return None

@@ -85,8 +85,10 @@ def sigma_label(level: float) -> str:
 
 
 def blind_observation(observation: Mapping[str, Any]) -> dict[str, Any]:
-    """What a blind solver reads of an observation: everything but the noise level ``sigma``."""
-    return {key: value for key, value in observation.items() if key != "sigma"}
+    """What a blind solver reads of an observation: all of it less the family's side information
+    (``Denoising.side_information``: the noise level ``sigma``), as the runner hides it
+    (``l2obench.contracts.Instances.hiding``)."""
+    return {key: value for key, value in observation.items() if key not in Denoising.side_information}
 
 
 # -- clean images ---------------------------------------------------------------------------

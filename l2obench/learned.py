@@ -100,7 +100,9 @@ class LearnedSolver(Solver):
                 depth: int | None = None) -> list[torch.Tensor]:
         """Every layer's output on ``observation`` (``keep_all``), or a list holding the last one.
 
-        ``depth``: run the first ``depth`` layers only (needed by the progressive schedule).
+        ``depth``: run the first ``depth`` layers only. The progressive schedule needs it, and
+        the runner times a convergence curve by solving with ``depth = t`` (``timing.truncated``):
+        a forward that ignores it gets a modelled time axis instead of a measured one.
         """
         raise NotImplementedError
 

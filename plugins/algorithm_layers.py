@@ -174,11 +174,12 @@ class StepLayer(nn.Module):
         """The step ``phi``, in ``(0, phi_max)``."""
         return self.phi_max * torch.sigmoid(self.r)
 
-    def forward(self, term: QuadraticEnergy, keep_all: bool = True) -> list[torch.Tensor]:
-        phi = self.step()
+    def forward(self, term: QuadraticEnergy, keep_all: bool = True, depth: int | None = None) -> list[torch.Tensor]:
+        """The iterates ``y_1 .. y_depth`` (default ``k``), or a list holding the last."""
+        phi, k = self.step(), self.k if depth is None else int(depth)
         if self.algorithm == "gd":
-            return gd_iterates(term.gradient, term.start(), phi, self.k, keep_all)
-        return nag_iterates(term.gradient, term.start(), phi, nag_momentum(self.mu, phi), self.k, keep_all)
+            return gd_iterates(term.gradient, term.start(), phi, k, keep_all)
+        return nag_iterates(term.gradient, term.start(), phi, nag_momentum(self.mu, phi), k, keep_all)
 
 
 class RNNCellLayer(nn.Module):
@@ -221,11 +222,13 @@ class RNNCellLayer(nn.Module):
             h = torch.relu(layer(h))
         return self.out(h)
 
-    def forward(self, term: QuadraticEnergy, keep_all: bool = True) -> list[torch.Tensor]:
+    def forward(self, term: QuadraticEnergy, keep_all: bool = True, depth: int | None = None) -> list[torch.Tensor]:
+        """The iterates ``y_1 .. y_depth`` (default ``k``), or a list holding the last."""
+        k = self.k if depth is None else int(depth)
         y, out = term.start(), []
-        for t in range(self.k):
+        for t in range(k):
             y = self.cell(y, term.gradient(y))
-            if keep_all or t == self.k - 1:
+            if keep_all or t == k - 1:
                 out.append(y)
         return out
 
@@ -241,8 +244,8 @@ class HybridModel(nn.Module):
         """``Q_theta(x, R)`` in hybrid mode, the observed ``Q`` otherwise."""
         return observation["Q"] if self.energy is None else self.energy(observation["x"], observation["R"])
 
-    def forward(self, observation, keep_all: bool = True) -> list[torch.Tensor]:
-        return self.algorithm(QuadraticEnergy(self.energy_of(observation), observation["b"]), keep_all)
+    def forward(self, observation, keep_all: bool = True, depth: int | None = None) -> list[torch.Tensor]:
+        return self.algorithm(QuadraticEnergy(self.energy_of(observation), observation["b"]), keep_all, depth)
 
 
 class _AlgorithmLayer(LearnedSolver):
@@ -278,7 +281,7 @@ class _AlgorithmLayer(LearnedSolver):
         return HybridModel(self.make_algorithm(config), energy)
 
     def forward(self, observation, keep_all: bool = True, depth: int | None = None):
-        return self.network_(observation, keep_all)
+        return self.network_(observation, keep_all, depth)
 
     def solve(self, observation, trajectory: bool = False) -> Solution:
         solution = super().solve(observation, trajectory)

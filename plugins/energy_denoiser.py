@@ -92,8 +92,9 @@ class QuadraticEnergyModel(nn.Module):
         target = noisy if self.g is None else noisy - self.g(noisy)
         return target / (1 + self.coefficients(noisy) ** 2)
 
-    def forward(self, noisy: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
-        """The iterates ``Y_1 .. Y_k`` (``keep_all``) or a list holding ``Y_k``."""
+    def forward(self, noisy: torch.Tensor, keep_all: bool = True, depth: int | None = None) -> list[torch.Tensor]:
+        """The iterates ``Y_1 .. Y_depth`` (default ``k``; ``keep_all``) or a list holding the last."""
+        k = self.k if depth is None else int(depth)
         target = noisy if self.g is None else noisy - self.g(noisy)
         hessian = 1 + self.coefficients(noisy) ** 2  # diag of the Hessian of E in Y
 
@@ -104,13 +105,13 @@ class QuadraticEnergyModel(nn.Module):
         y = z = torch.zeros_like(noisy)
         momentum = (1 - torch.sqrt(self.mu * phi)) / (1 + torch.sqrt(self.mu * phi))
         outputs = []
-        for t in range(self.k):
+        for t in range(k):
             if self.algorithm == "gd":
                 y = y - phi * gradient(y)
             else:  # NAG (eq. 4.9): y_{t+1} = z_t - phi grad(z_t), z_{t+1} = y_{t+1} + momentum (y_{t+1} - y_t)
                 y, previous = z - phi * gradient(z), y
                 z = y + momentum * (y - previous)
-            if keep_all or t == self.k - 1:
+            if keep_all or t == k - 1:
                 outputs.append(y)
         return outputs
 
@@ -132,7 +133,7 @@ class EnergyDenoiser(PatchTraining, LearnedSolver):
                                     self.g_width, self.f_max, self.step_init, config["channels"])
 
     def forward(self, observation, keep_all: bool = True, depth: int | None = None) -> list[torch.Tensor]:
-        return self.network_(observation["noisy"], keep_all=keep_all)
+        return self.network_(observation["noisy"], keep_all=keep_all, depth=depth)
 
     def train_network(self, context: FitContext) -> list[dict]:
         self.start_patches(context)

@@ -187,15 +187,17 @@ class GLADNetwork(nn.Module):
             Z_next = Z_next + torch.diag_embed(torch.diagonal(Theta_next - Z_next, dim1=-2, dim2=-1))
         return Theta_next, Z_next, lam
 
-    def forward(self, S: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
-        """The layers' estimates ``Theta_1 .. Theta_K`` (or ``Z_1 .. Z_K``; only the last unless ``keep_all``)."""
+    def forward(self, S: torch.Tensor, keep_all: bool = True, depth: int | None = None) -> list[torch.Tensor]:
+        """The layers' estimates ``Theta_1 .. Theta_depth`` (default ``K``; or the ``Z``; only the last
+        unless ``keep_all``)."""
+        n_layers = self.n_layers if depth is None else int(depth)
         Theta = self.initial(S)
         Z = Theta
         lam = torch.full(S.shape[:1], self.lambda_init, dtype=S.dtype, device=S.device)
         outputs = []
-        for k in range(self.n_layers):
+        for k in range(n_layers):
             Theta, Z, lam = self.cell(S, Theta, Z, lam)
-            if keep_all or k == self.n_layers - 1:
+            if keep_all or k == n_layers - 1:
                 outputs.append(Theta if self.output == "theta" else Z)
         return outputs
 
@@ -221,7 +223,7 @@ class GLAD(LearnedSolver):
                            self.output)
 
     def forward(self, observation, keep_all: bool = True, depth: int | None = None):
-        return self.network_(observation["S"], keep_all=keep_all)
+        return self.network_(observation["S"], keep_all=keep_all, depth=depth)
 
     def describe_training(self) -> str:
         return f"train GLAD (K={self.n_layers})"

@@ -152,10 +152,18 @@ class _PLISABase(nn.Module):
         return torch.softmax(self.w, 0)
 
     @staticmethod
-    def _keep(outputs: list, x, t: int, k: int, n_blocks: int, n_layers: int, keep: str) -> None:
-        last_layer = k == n_layers - 1
-        if keep == "layers" or (keep == "blocks" and last_layer) or (last_layer and t == n_blocks - 1):
+    def _keep(outputs: list, x, index: int, last: int, n_layers: int, keep: str) -> bool:
+        """Keep layer ``index``'s output ``x`` (0-based) as ``keep`` asks, and always the output of
+        layer ``last - 1``, the last one run; returns whether that layer is this one."""
+        final = index == last - 1
+        if keep == "layers" or (keep == "blocks" and (index + 1) % n_layers == 0) or final:
             outputs.append(x)
+        return final
+
+    def layers_to_run(self, depth: int | None) -> int:
+        """``depth`` (layers, at least 1), by default all ``T K``."""
+        total = self.n_blocks * self.n_layers
+        return total if depth is None else max(1, min(int(depth), total))
 
 
 class PLISANetwork(_PLISABase):
@@ -174,7 +182,8 @@ class PLISANetwork(_PLISABase):
                    cls.step_logits(step_init, max_step, n_blocks, dtype=dtype, device=device), n_layers, lam0,
                    max_step)
 
-    def forward(self, observation: dict, keep: str = "blocks") -> list[torch.Tensor]:
+    def forward(self, observation: dict, keep: str = "blocks", depth: int | None = None) -> list[torch.Tensor]:
+        last = self.layers_to_run(depth)
         A, b = observation["A"], observation["b"]
         G = gram(A)  # A^T A: (d, d) shared or (N, d, d)
         c = rmatvec(A, b)  # A^T b = -grad L(0)
@@ -192,7 +201,8 @@ class PLISANetwork(_PLISABase):
             for k in range(self.n_layers):  # Algorithm 6
                 grad = G_beta - c + concave_gradient(beta, lam, weights)
                 beta, G_beta = self.safeguarded_step(G, beta, G_beta, grad, alpha, lam)
-                self._keep(outputs, beta, t, k, self.n_blocks, self.n_layers, keep)
+                if self._keep(outputs, beta, t * self.n_layers + k, last, self.n_layers, keep):
+                    return outputs
         return outputs
 
     @staticmethod
@@ -257,7 +267,8 @@ class PLISAPrecisionNetwork(_PLISABase):
                    cls.step_logits(step_init, max_step, n_blocks, dtype=dtype, device=device), n_layers, lam0,
                    max_step, full((), math.log(rho_init)))
 
-    def forward(self, observation: dict, keep: str = "blocks") -> list[torch.Tensor]:
+    def forward(self, observation: dict, keep: str = "blocks", depth: int | None = None) -> list[torch.Tensor]:
+        last = self.layers_to_run(depth)
         S, M = observation["S"], observation["M"]
         d = S.shape[-1]
         eye = torch.eye(d, dtype=S.dtype, device=S.device)
@@ -274,7 +285,8 @@ class PLISAPrecisionNetwork(_PLISABase):
             lam = torch.maximum(decay * lam, lam_star) * off  # eq. 7.5; lambda = 0 on the diagonal
             for k in range(self.n_layers):
                 Theta = self.layer(Theta, S, lam, weights, steps[t], eye)
-                self._keep(outputs, Theta, t, k, self.n_blocks, self.n_layers, keep)
+                if self._keep(outputs, Theta, t * self.n_layers + k, last, self.n_layers, keep):
+                    return outputs
         return outputs
 
     @staticmethod
@@ -348,7 +360,7 @@ class PLISA(LearnedSolver):
         return PLISANetwork.initial(config["d"], **common)
 
     def forward(self, observation, keep_all: bool = True, depth: int | None = None):
-        return self.network_(observation, keep="layers" if keep_all else "last")
+        return self.network_(observation, keep="layers" if keep_all else "last", depth=depth)
 
     def training_loss(self, outputs, batch, problem):
         """Eq. 7.7: the discounted family loss of the ``T`` block outputs (every ``K``-th layer)."""

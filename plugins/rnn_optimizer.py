@@ -153,7 +153,10 @@ class RNNOptimizerNetwork(nn.Module):
         """What the LSTM reads (before normalisation): see the module docstring."""
         return smooth_gradient(A, b, x) if self.l1 else lasso_subgradient(A, b, x, self.lam)
 
-    def forward(self, A: torch.Tensor, b: torch.Tensor, keep_all: bool = True) -> list[torch.Tensor]:
+    def forward(self, A: torch.Tensor, b: torch.Tensor, keep_all: bool = True,
+                depth: int | None = None) -> list[torch.Tensor]:
+        """The iterates ``x_1 .. x_depth`` (default ``n_steps``), or a list holding the last."""
+        n_steps = self.n_steps if depth is None else int(depth)
         N, n = b.shape[0], A.shape[-1]
         x = b.new_zeros(N, n)
         s = rmatvec(A, b).pow(2).mean(-1).sqrt().clamp_min(torch.finfo(b.dtype).tiny).unsqueeze(-1)  # (N, 1)
@@ -164,14 +167,14 @@ class RNNOptimizerNetwork(nn.Module):
             thetas = torch.exp(self.log_theta)
         state = self.lstm.initial_state(N * n, b)
         outputs = []
-        for t in range(self.n_steps):
+        for t in range(n_steps):
             # The optimizee gradient is an input: no second derivatives (Andrychowicz et al., section 2).
             g = (self.gradient(A, b, x).detach() / s).reshape(-1)
             update, state = self.lstm(g, state)
             x = x + step_scale * update.view(N, n)
             if self.l1:
                 x = soft_threshold(x, thetas[t] * unit)
-            if keep_all or t == self.n_steps - 1:
+            if keep_all or t == n_steps - 1:
                 outputs.append(x)
         return outputs
 
@@ -197,7 +200,7 @@ class _RecurrentOptimizer(LearnedSolver):
         return RNNOptimizerNetwork(**self._network_kwargs())
 
     def forward(self, observation, keep_all: bool = True, depth: int | None = None):
-        return self.network_(observation["A"], observation["b"], keep_all=keep_all)
+        return self.network_(observation["A"], observation["b"], keep_all=keep_all, depth=depth)
 
     def describe_training(self) -> str:
         return f"train {self.label} (T={self.n_steps})"

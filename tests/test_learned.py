@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import l2obench.training
+from l2obench import timing
 from l2obench.contracts import Budget
 from l2obench.learned import LearnedSolver, mean_loss
 from l2obench.registry import Registry
@@ -346,3 +347,29 @@ def test_train_with_sgd_takes_plain_gradient_steps():
     train(module, lambda batch: (module.weight ** 2).sum(), lambda: float((module.weight ** 2).sum()), context,
           lr=0.1, optimizer="sgd")
     torch.testing.assert_close(module.weight.detach(), 0.8 * start)  # w - lr * 2 w
+
+
+# --------------------------------------------------------------------------- stopped at t layers
+
+def _learned_solvers():
+    for name in sorted(REGISTRY.solvers):
+        spec = REGISTRY.solver(name)
+        if spec.learned and issubclass(spec.load(), LearnedSolver):
+            for family in spec.families:
+                yield pytest.param(name, family, id=f"{name}-{family}")
+
+
+@pytest.mark.parametrize("name, family", list(_learned_solvers()))
+def test_a_learned_solver_stopped_at_t_gives_its_trajectorys_iterate_t(name, family):
+    """What the runner's measured wall-clock axis needs: ``timing.truncated(solver, t)`` (the first
+    ``t`` layers, through ``forward``'s ``depth`` or the solver's own ``truncated``) estimates what the
+    trajectory holds at ``t``, for every built-in learned solver; else its curve's time is modelled."""
+    solver = REGISTRY.solver(name).build(family)
+    context, test = smoke_context(REGISTRY, family, budget=Budget(steps=2), solver=solver)
+    solver.fit(context)
+    observation = test.subset(slice(0, 4)).observation()
+    with torch.no_grad():
+        path = solver.solve(observation, trajectory=True).trajectory
+        for t in sorted({1, max(1, len(path) // 2), len(path)}):
+            stopped = timing.truncated(solver, t).solve(observation).estimate
+            torch.testing.assert_close(stopped, path[t - 1], rtol=1e-5, atol=1e-6, msg=f"{name} stopped at {t}")

@@ -326,7 +326,7 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
 
     problem_rows = _select("problem", problems, problem_rows, lambda row: (row[0], row[1].name))
     solver_rows = _select("solver", solvers, solver_rows, lambda row: (row[0], row[1].name))
-    return [
+    cells = [
         Cell(suite, scale, plabel, pspec.name, settings, slabel, sspec.name,
              sspec.resolve(overrides, family=pspec.name), tuple(sorted(overrides)), sspec.learned, seed,
              solver_budget, {part: values for part, values in (("problem", ppoint), ("solver", spoint)) if values})
@@ -335,6 +335,29 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
         for slabel, sspec, overrides, solver_budget, targets, spoint in solver_rows
         if plabel in targets
     ]
+    _refuse_duplicates(suite, cells)
+    return cells
+
+
+def _refuse_duplicates(suite: str, cells: Sequence[Cell]) -> None:
+    """Refuse two cells that compute the same thing under different labels.
+
+    A cell is stored by what it computes (``cell_id``: the family, settings and seed, the solver,
+    its parameters and budget), so two problem entries with the same settings, or two solver
+    entries with the same parameters, would run one cell twice and keep it once, under one of
+    the labels: a leaderboard row would silently stand for both. A ``SuiteFileError`` names the
+    two. Two problem entries may share settings when no solver runs the same way on both (a swept
+    problem whose sweep passes through another entry's settings, say).
+    """
+    seen: dict[str, Cell] = {}
+    for cell in cells:
+        other = seen.setdefault(cell.cell_id, cell)
+        if other is not cell:
+            what = "parameters and budget" if cell.learned else "parameters"
+            raise SuiteFileError(
+                f"{suite}: {cell.describe()!r} computes the same cell as {other.describe()!r} (family "
+                f"{cell.family} with the same settings and seed, solver {cell.solver} with the same {what}); "
+                "it would be stored once, under one label: drop one entry, or make them differ")
 
 
 def with_solvers(registry, suite: str, definition: Mapping[str, Any], names: Sequence[str] | None,

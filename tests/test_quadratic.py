@@ -192,7 +192,7 @@ def test_quadratic_suite_plans_the_thesis_figures_at_each_scale():
     assert {c.budget.steps for c in small if c.learned} == {1500}
     paper = plan(REGISTRY, "quadratic", definition, scale="paper")
     assert {c.seed for c in paper} == set(range(20)) and max(c.params["k"] for c in paper) == 30
-    assert {c.settings["n_train"] for c in paper if c.problem_label == "quad-hybrid-n"} == {30, 100, 300, 1000, 3000}
+    assert {c.settings["n_train"] for c in paper if c.problem_label == "quad-hybrid-n"} == {30, 300, 1000, 3000}
     assert len(plan(REGISTRY, "quadratic", definition, scale="smoke")) == 22
 
 

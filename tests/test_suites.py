@@ -218,14 +218,47 @@ def test_two_entries_with_one_label_are_refused_naming_both(tmp_path, body, matc
 
 
 def test_one_label_on_different_problems_or_scales_is_allowed(tmp_path):
-    body = {"problems": [{"family": "lasso", "label": "a"}, {"family": "lasso", "label": "b"},
+    body = {"problems": [{"family": "lasso", "label": "a"}, {"family": "lasso", "label": "b", "settings": {"m": 30}},
                          {"family": "lasso", "label": "c", "only_scales": ["paper"]},
-                         {"family": "lasso", "label": "c", "only_scales": ["smoke"]}],
+                         {"family": "lasso", "label": "c", "only_scales": ["smoke"], "settings": {"m": 40}}],
             "solvers": [{"solver": "fista", "label": "F", "problems": ["a"]},
                         {"solver": "fista", "label": "F", "problems": ["b", "c"]}]}
     path = _write(tmp_path, body)
     cells = plan(REGISTRY, str(path), load_suite_file(path), scale="smoke")
     assert sorted((c.problem_label, c.solver_label) for c in cells) == [("a", "F"), ("b", "F"), ("c", "F")]
+
+
+@pytest.mark.parametrize("body, match", [
+    ({"problems": [{"family": "lasso", "label": "cs"}],
+      "solvers": [{"solver": "fista", "label": "A", "params": {"max_iter": 50}},
+                  {"solver": "fista", "label": "B", "params": {"max_iter": 50}}]},
+     r"'cs x B x seed 0' computes the same cell as 'cs x A x seed 0' \(family lasso with the same settings and "
+     r"seed, solver fista with the same parameters\)"),
+    ({"problems": [{"family": "lasso", "label": "cs", "settings": {"m": 30}},
+                   {"family": "lasso", "label": "cs again", "settings": {"m": 30}}],
+      "solvers": [{"solver": "fista"}]},
+     r"'cs again x fista x seed 0' computes the same cell as 'cs x fista x seed 0'"),
+    # A sweep passing through another entry's parameters.
+    ({"problems": [{"family": "lasso"}],
+      "solvers": [{"solver": "fista", "label": "F", "params": {"max_iter": 10}},
+                  {"solver": "fista", "label": "F sweep", "sweep": {"max_iter": [5, 10]}}]},
+     r"'lasso x F sweep \[max_iter=10\] x seed 0' computes the same cell as 'lasso x F x seed 0'"),
+])
+def test_two_entries_computing_the_same_cell_are_refused_naming_both(tmp_path, body, match):
+    path = _write(tmp_path, body)
+    with pytest.raises(SuiteFileError, match=match) as info:
+        plan(REGISTRY, str(path), load_suite_file(path), scale="smoke")
+    assert info.value.exit_code == 2
+
+
+def test_two_problems_with_one_setting_are_allowed_when_no_solver_runs_alike_on_both(tmp_path):
+    body = {"problems": [{"family": "lasso", "label": "a"}, {"family": "lasso", "label": "b"}],
+            "solvers": [{"solver": "fista", "problems": ["a"]},
+                        {"solver": "fista", "label": "F50", "params": {"max_iter": 50}, "problems": ["b"]}]}
+    path = _write(tmp_path, body)
+    cells = plan(REGISTRY, str(path), load_suite_file(path), scale="smoke")
+    assert len({c.cell_id for c in cells}) == len(cells) == 2
+    assert len({c.data_key for c in cells}) == 1
 
 
 @pytest.mark.parametrize("scale", ["smoke", "small", "paper"])

@@ -61,8 +61,14 @@ class Cache:
 
         if not self.enabled or not self.writable:
             return
+        def write(tmp: Path) -> None:
+            # Through a Python file: a full disk is then an OSError (ENOSPC); torch.save given a path
+            # raises a RuntimeError from its zip writer instead.
+            with open(tmp, "wb") as file:
+                torch.save(obj, file)
+
         try:
-            write_atomically(self.path(kind, key), lambda tmp: torch.save(obj, tmp))
+            write_atomically(self.path(kind, key), write)
         except OSError as exc:
             self.writable = False
             print(f"l2obench: warning: cannot write the cache at {self.root} ({exc.strerror or exc}); running "

@@ -7,6 +7,7 @@ so ``l2obench list`` starts quickly.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -247,6 +248,11 @@ def run(suite, scale, seeds, solvers, problems, device, results, resume, cell_ti
             click.echo(f"\ninterrupted: finished cells are in {results}; continue with the same command "
                        f"and --resume", err=True)
             sys.exit(130)
+        except OSError as exc:  # the driver could not write a result: a full disk, a folder gone read-only
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise UsageError(f"cannot write {exc.filename or results}: {reason}; the cells finished before it "
+                             f"are in {results}: make room and continue with the same command and --resume"
+                             ) from None
         board = leaderboard.table(read_results([runner.cells_dir]))
         (results / "leaderboard.md").write_text(leaderboard.render(board, "markdown"))
     click.echo("\n" + leaderboard.render(board, "terminal"))

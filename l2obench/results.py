@@ -1,6 +1,7 @@
 """Writing and reading results: atomic Parquet files validated against the schema."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -26,9 +27,17 @@ def to_table(rows: Sequence[Mapping]) -> pa.Table:
 
 
 def write_parquet(rows: Sequence[Mapping], path: str | Path) -> Path:
-    """Validate ``rows`` and write them to ``path`` atomically (temp file + rename)."""
+    """Validate ``rows`` and write them to ``path`` atomically (temp file + rename).
+
+    A failed write (a full disk, say) is an ``OSError`` naming ``path``.
+    """
     table = to_table(rows)
-    return write_atomically(path, lambda tmp: pq.write_table(table, tmp))
+    try:
+        return write_atomically(path, lambda tmp: pq.write_table(table, tmp))
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, os.strerror(exc.errno) if exc.errno else str(exc), str(path)) from exc
 
 
 # Folders of a run directory holding cell files set aside on --resume (l2obench.resume), never results.

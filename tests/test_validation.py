@@ -1,10 +1,16 @@
 """Input checked before compute: settings, memory, empty selections, file-system problems, kernels recorded."""
+import errno
+import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+import l2obench.cache
+import l2obench.results
+from l2obench.atomic import write_atomically
 from l2obench.cache import Cache
 from l2obench.data import make_splits
 from l2obench.memory import ENV_VAR, available_bytes, format_bytes
@@ -117,6 +123,48 @@ def test_an_unwritable_cache_runs_without_it_with_one_warning(cli, tmp_path):
     assert "1 ok, 0 diverged, 0 failed" in out
     assert err.count("warning: cannot write the cache") == 1, err
     assert f"cannot write the cache at {blocker / 'cache'} (Not a directory)" in err
+
+
+def test_a_full_disk_under_the_cache_runs_without_it_with_one_warning(cli, tmp_path, monkeypatch):
+    class FullDisk(io.RawIOBase):
+        def writable(self):
+            return True
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    # torch.save writes the cache's files through this: every write fails as on a full disk.
+    monkeypatch.setattr(l2obench.cache, "open", lambda path, mode: FullDisk(), raising=False)
+    out, err = _ran(cli, tmp_path, "--cache-dir", str(tmp_path / "cache"))
+    assert "1 ok, 0 diverged, 0 failed" in out
+    assert err.count("warning: cannot write the cache") == 1, err
+    assert "(No space left on device)" in err
+
+
+def test_a_full_disk_under_the_results_stops_the_run_in_one_line_keeping_finished_cells(cli, tmp_path,
+                                                                                       monkeypatch):
+    path = _suite(tmp_path, solvers=[{"solver": "fista", "params": {"max_iter": 5}},
+                                     {"solver": "ista", "params": {"max_iter": 5}}])
+    writes = []
+
+    def second_onto_a_full_disk(target, write):  # the first cell file is written, the second hits ENOSPC
+        writes.append(target)
+        if len(writes) == 1:
+            return write_atomically(target, write)
+        # What pyarrow raises on a full disk: an errno, no file name.
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(l2obench.results, "write_atomically", second_onto_a_full_disk)
+    results = tmp_path / "run"
+    code, out, err = cli("run", "--suite", str(path), "--results", str(results), "--no-progress", "--no-cache")
+    assert code == 2 and "Traceback" not in out + err
+    assert err.startswith(f"l2obench: error: cannot write {writes[1]}: No space left on device; the cells "
+                          f"finished before it are in {results}") and len(err.splitlines()) == 1, err
+    assert [p.name for p in (results / "cells").glob("*.parquet")] == [writes[0].name]
+    monkeypatch.undo()
+    code, out, err = cli("run", "--suite", str(path), "--results", str(results), "--no-progress", "--no-cache",
+                         "--resume")
+    assert code == 0 and "2 ok, 0 diverged, 0 failed (1 already on disk)" in out, out + err
 
 
 def test_unreadable_entry_of_a_read_only_cache_is_skipped(tmp_path, monkeypatch, capsys):

@@ -250,9 +250,19 @@ def _seeds(where: str, seeds: Any, scale: str) -> list[int]:
             if name not in SCALES:
                 raise SuiteFileError(f"{where}.seeds: unknown scale {name!r} (scales: {', '.join(SCALES)})")
         seeds = seeds.get(scale, [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise SuiteFileError(f"{where}.seeds: expected a list of integers")
-    return seeds
+    return _in_seed_range(f"{where}.seeds", seeds)
+
+
+MAX_SEED = 2**63 - 1  # the results' seed column is int64
+
+
+def _in_seed_range(where: str, seeds: Sequence[int]) -> list[int]:
+    outside = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if outside:
+        raise SuiteFileError(f"{where}: seed {outside[0]} is outside 0 .. 2**63 - 1 (results store seeds as int64)")
+    return list(seeds)
 
 
 def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAULT_SCALE,
@@ -284,7 +294,7 @@ def plan(registry, suite: str, definition: Mapping[str, Any], scale: str = DEFAU
     default_scale(suite, definition)
     budget_values = _budget_at(f"{suite}.budget", definition.get("budget"), scale)
     suite_seeds = _seeds(suite, definition.get("seeds", [0]), scale)
-    run_seeds = list(seeds) if seeds else suite_seeds
+    run_seeds = _in_seed_range("--seeds", seeds) if seeds else suite_seeds
 
     problem_rows, problem_labels = [], {}
     available = available_bytes()

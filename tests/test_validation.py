@@ -57,6 +57,15 @@ def test_a_negative_budget_is_refused_when_the_suite_is_planned(cli, tmp_path):
     assert _refused(cli, tmp_path, path).endswith(f"{path}.budget.steps: must be an int >= 1, got -1")
 
 
+def test_seeds_the_results_cannot_store_are_refused_from_the_file_and_the_command_line(cli, tmp_path):
+    path = _suite(tmp_path, seeds=[0, 2**63])
+    assert _refused(cli, tmp_path, path).endswith(f"{path}.seeds: seed {2**63} is outside 0 .. 2**63 - 1 (results "
+                                                  "store seeds as int64)")
+    path = _suite(tmp_path)
+    assert _refused(cli, tmp_path, path, "--seeds", "-1").endswith("--seeds: seed -1 is outside 0 .. 2**63 - 1 "
+                                                                   "(results store seeds as int64)")
+
+
 def test_absurd_sizes_are_refused_by_their_memory_estimate(cli, tmp_path):
     path = _suite(tmp_path, {"m": 10**6, "n": 10**6})
     error = _refused(cli, tmp_path, path)

@@ -1,5 +1,6 @@
 """Input checked before compute: settings, memory, empty selections, file-system problems, kernels recorded."""
 import errno
+import hashlib
 import io
 import json
 import os
@@ -15,6 +16,7 @@ from l2obench.cache import Cache
 from l2obench.data import make_splits
 from l2obench.memory import ENV_VAR, available_bytes, format_bytes
 from l2obench.registry import Registry
+from l2obench.results import read_results
 from l2obench.runner import cpu_kernels, same_kernels
 
 LASSO = {"m": 10, "n": 20, "n_train": 16, "n_val": 8, "n_test": 8}
@@ -178,11 +180,43 @@ def test_a_full_disk_under_the_results_stops_the_run_in_one_line_keeping_finishe
 
 def test_unreadable_entry_of_a_read_only_cache_is_skipped(tmp_path, monkeypatch, capsys):
     cache = Cache(tmp_path)
-    cache.path("data", "k").parent.mkdir(parents=True)
-    cache.path("data", "k").write_bytes(b"not a torch file")
+    path = cache.path("data", "k")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a torch file")
+    Cache.checksum_path(path).write_text(hashlib.sha256(b"not a torch file").hexdigest())
     monkeypatch.setattr(Path, "unlink", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "read-only")))
     assert cache.load("data", "k") is None
-    assert "discarding unreadable cache entry" in capsys.readouterr().err
+    assert f"discarding cache entry {path}, recomputing it: it cannot be read" in capsys.readouterr().err
+    assert path.exists()
+
+
+def test_a_cache_entry_changed_into_something_that_still_loads_is_discarded(tmp_path, capsys):
+    cache = Cache(tmp_path)
+    cache.save("models", "k", {"w": torch.ones(3)})
+    assert torch.equal(cache.load("models", "k")["w"], torch.ones(3)) and not capsys.readouterr().err
+    torch.save({"w": torch.zeros(3)}, cache.path("models", "k"))  # loads fine: only the checksum tells
+    assert cache.load("models", "k") is None
+    assert "its bytes do not match the checksum written with it" in capsys.readouterr().err
+    assert not cache.path("models", "k").exists() and not Cache.checksum_path(cache.path("models", "k")).exists()
+    cache.save("models", "k", {"w": torch.ones(3)})
+    Cache.checksum_path(cache.path("models", "k")).unlink()  # interrupted between the two writes
+    assert cache.load("models", "k") is None and "it has no checksum" in capsys.readouterr().err
+
+
+def test_changed_cached_data_is_drawn_again_with_the_hash_the_setting_produces(cli, tmp_path):
+    cache = tmp_path / "cache"
+    out, err = _ran(cli, tmp_path, "--cache-dir", str(cache))
+    first = read_results([tmp_path / "run" / "cells"])
+    [entry] = (cache / "data").glob("*.pt")
+    splits = torch.load(entry, weights_only=True)
+    splits["test"] = {k: v + 1.0 if v.is_floating_point() else v for k, v in splits["test"].items()}
+    torch.save(splits, entry)  # still a valid entry of the right form: only the checksum tells
+    code, out, err = cli("run", "--suite", str(_suite(tmp_path)), "--results", str(tmp_path / "again"),
+                         "--no-progress", "--cache-dir", str(cache))
+    assert code == 0 and f"discarding cache entry {entry}, recomputing it: its bytes do not match" in err, err
+    again = read_results([tmp_path / "again" / "cells"])
+    assert set(again["data_hash"].dropna()) == set(first["data_hash"].dropna()) != set()
+    assert err.count("warning") == 1  # the model entry, fitted on the same data, is kept
 
 
 def test_output_into_a_missing_folder_or_under_a_file_is_one_line(cli, tmp_path):

@@ -45,8 +45,10 @@ disk, not the code a worker has loaded.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import multiprocessing
 import os
 import signal
@@ -156,7 +158,13 @@ def _start_pool_worker(config: WorkerConfig) -> None:
 
 
 def _compute_in_pool(cell):
-    return _computer(_pool_config).compute(cell)
+    """The cell's result, with what the worker wrote to stderr meanwhile (Python warnings, a plugin's
+    prints) in ``stderr``: the driver shows it above its progress bars instead of the worker writing
+    into them. A pool worker computes one cell at a time, so redirecting its stderr is safe."""
+    with contextlib.redirect_stderr(io.StringIO()) as captured:
+        result = _computer(_pool_config).compute(cell)
+    result.stderr = captured.getvalue()
+    return result
 
 
 def _pool_worker_state() -> dict:

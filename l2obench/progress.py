@@ -2,9 +2,10 @@
 
 Bars are drawn on stderr, only when it is a terminal (tqdm's ``disable=None``, so
 logs stay clean) and progress is on (``l2obench run --no-progress`` turns them
-off). While bars are drawn, the runner's lines (``above_bars``) and Python
-warnings, a plugin's included (``warnings_above_bars``), are written above them,
-each on a line of its own, and the bars are drawn again below.
+off). While bars are drawn, the runner's lines (``above_bars``), Python
+warnings, a plugin's included (``warnings_above_bars``), and what ``-j`` workers
+wrote to stderr while computing a cell (``stderr_above_bars``, when the cell comes
+back) are written above them, and the bars are drawn again below.
 """
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ def above_bars(echo: Callable[[str], None]) -> Callable[[str], None]:
         with tqdm.external_write_mode(file=sys.stdout):
             echo(line)
     return write
+
+
+def stderr_above_bars(text: str) -> None:
+    """Write ``text`` to stderr, above the bars (which are cleared first and drawn again after)."""
+    with tqdm.external_write_mode(file=sys.stderr):
+        sys.stderr.write(text if text.endswith("\n") else text + "\n")
 
 
 @contextlib.contextmanager

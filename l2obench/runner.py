@@ -84,6 +84,7 @@ class CellOutcome:
     message: str = ""
     summary: str = ""
     skipped: bool = False
+    stderr: str = ""
 
 
 @dataclass
@@ -96,6 +97,7 @@ class CellResult:
     summary: str = ""
     traceback: str | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # written under the results directory (illustrations)
+    stderr: str = ""  # what a pool worker wrote to stderr (warnings) while computing it, for the driver to show
 
 
 @dataclass
@@ -711,6 +713,8 @@ class Runner(CellComputer):
 
     def _report(self, prefix: str, outcome: CellOutcome, summary: RunSummary, echo, cells_bar) -> None:
         summary.outcomes.append(outcome)
+        if outcome.stderr:  # a worker's warnings
+            progress.stderr_above_bars(outcome.stderr)
         detail = outcome.summary if outcome.status == "ok" else outcome.message
         echo(f"{prefix}: {outcome.status}  {detail}")
         cells_bar.update(1)
@@ -743,7 +747,7 @@ class Runner(CellComputer):
         for name, content in result.files.items():  # before the cell file, which marks the cell done
             write_atomically(self.results_dir / name, lambda tmp, content=content: tmp.write_bytes(content))
         write_parquet(result.rows, self.cell_path(cell))
-        return CellOutcome(cell, result.status, message, result.summary)
+        return CellOutcome(cell, result.status, message, result.summary, stderr=result.stderr)
 
     def _lost(self, cell: Cell, message: str, trace: str | None) -> CellResult:
         """A failed cell whose result did not come back from its worker."""

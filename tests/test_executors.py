@@ -53,9 +53,14 @@ PLUGIN = textwrap.dedent('''
             b = observation["b"]
             return Solution(b.new_zeros((b.shape[0], observation["A"].shape[-1])))
 
+    class Warning(Zeros):
+        def fit(self, context):
+            import warnings
+            warnings.warn("the zeros are only a guess", RuntimeWarning)
+
     @l2obench.hookimpl
     def l2obench_register_solvers(register):
-        for name, cls in (("looping", Looping), ("dying", Dying), ("zeros", Zeros)):
+        for name, cls in (("looping", Looping), ("dying", Dying), ("zeros", Zeros), ("warning", Warning)):
             register(l2obench.SolverSpec(name=name, factory=cls, families=("lasso",)))
 ''')
 
@@ -152,6 +157,14 @@ def test_pool_records_a_cell_past_its_timeout_and_goes_on(cli, tmp_path, plugin)
     statuses = read_results([tmp_path / "run"]).groupby("solver")["status"].agg(set)
     assert statuses["looping"] == {"timeout"} and statuses["zeros"] == {"ok"}
     assert any((tmp_path / "run" / "logs").iterdir())  # the driver wrote the worker's traceback
+
+
+def test_a_pool_workers_warnings_come_back_to_the_drivers_stderr_with_the_cell(cli, tmp_path, plugin):
+    suite = _suite(tmp_path, [{"solver": "warning"}, {"solver": "zeros"}])
+    code, out, err = cli("run", "--suite", str(suite), "--results", str(tmp_path / "run"), "--no-progress",
+                         "--plugin", str(plugin), "-j", "2")
+    assert code == 0, out + err
+    assert err.count("RuntimeWarning: the zeros are only a guess") == 1, err  # written by the driver
 
 
 def test_dask_worker_thread_records_a_cell_past_its_timeout_and_goes_on(cli, tmp_path, plugin):

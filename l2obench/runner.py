@@ -127,14 +127,25 @@ def run_context(run_id: str, device: torch.device) -> dict[str, Any]:
 
 
 def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
-                             cwd=Path(l2obench.__file__).parent, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
+    """The checkout's commit (12 hex digits), with ``-dirty`` when a tracked file outside ``results/``
+    differs from it; None outside a git checkout.
+
+    ``results/`` is left out because a publishing run (``make publish``) rewrites the results
+    committed there: the code that computed them is what the stamp is about.
+    """
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=Path(l2obench.__file__).parent, capture_output=True,
+                                 text=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "--short=12", "HEAD")
+    if not commit:
         return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results")
+    return commit + ("-dirty" if changed else "")
 
 
 def cpu_kernels(execution: dict[str, Any] | None = None) -> dict[str, Any]:

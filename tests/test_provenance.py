@@ -1,6 +1,7 @@
 """Which plugin produced a row, and fitted models that follow their plugin's code: an edited
 plugin file or a bumped ``SolverSpec.version`` fits again, never serves the old model."""
 import json
+import subprocess
 import textwrap
 
 import torch
@@ -11,7 +12,7 @@ from l2obench.contracts import Solution
 from l2obench.hashing import file_digest
 from l2obench.identity import Identities
 from l2obench.results import read_results
-from l2obench.runner import Runner
+from l2obench.runner import Runner, _git_commit
 from l2obench.suites import plan
 from l2obench.testing import registered
 from l2obench.tuning import ClassicalSolver
@@ -106,3 +107,25 @@ def test_bumping_a_solver_version_changes_its_identity_and_fits_it_again(tmp_pat
     assert seen[0][:2] == seen[1][:2] and "solver_version" not in seen[0][0]
     assert seen[2][0]["solver_version"] == "2" and seen[2][1] != seen[0][1]
     assert [cached for *_, cached in seen.values()] == [False, True, False]
+
+
+def test_the_git_stamp_is_dirty_for_changed_code_not_for_rewritten_results(tmp_path, monkeypatch):
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    (tmp_path / "l2obench").mkdir()
+    (tmp_path / "l2obench" / "__init__.py").write_text("")
+    (tmp_path / "results" / "run").mkdir(parents=True)
+    (tmp_path / "results" / "run" / "cell.parquet").write_text("old")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "x")
+    monkeypatch.setattr(l2obench, "__file__", str(tmp_path / "l2obench" / "__init__.py"))
+    head = git("rev-parse", "--short=12", "HEAD")
+    assert _git_commit() == head
+    (tmp_path / "results" / "run" / "cell.parquet").write_text("new")  # a publishing run rewrote it
+    (tmp_path / "results" / "run" / "other.parquet").write_text("")
+    assert _git_commit() == head
+    (tmp_path / "l2obench" / "__init__.py").write_text("changed = True")
+    assert _git_commit() == head + "-dirty"

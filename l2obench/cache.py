@@ -13,13 +13,13 @@ without writing to it (entries already there are still read).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from l2obench.atomic import write_atomically
+from l2obench.hashing import file_digest
 
 ENV_VAR = "L2OBENCH_CACHE"
 
@@ -62,9 +62,7 @@ class Cache:
         except OSError:
             return self._discard(path, "it has no checksum (written before checksums, or interrupted)")
         try:
-            with open(path, "rb") as file:
-                actual = hashlib.file_digest(file, "sha256").hexdigest()
-            if actual != expected:
+            if file_digest(path, length=64) != expected:
                 return self._discard(path, "its bytes do not match the checksum written with it (changed since)")
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - a broken entry is recomputed
@@ -93,8 +91,7 @@ class Cache:
             # raises a RuntimeError from its zip writer instead.
             with open(tmp, "wb") as file:
                 torch.save(obj, file)
-            with open(tmp, "rb") as file:
-                digest["sha256"] = hashlib.file_digest(file, "sha256").hexdigest()
+            digest["sha256"] = file_digest(tmp, length=64)
 
         try:
             path = write_atomically(self.path(kind, key), write)

@@ -45,9 +45,13 @@ def tensors_hash(tensors: Mapping[str, Any], length: int = 16) -> str:
 
 
 def file_digest(path, length: int = 16) -> str:
-    """Hash of a file's bytes: the source hash of a plugin file, or of a module behind a factory."""
+    """SHA-256 of a file's bytes, read in chunks, as ``length`` hex digits (64: all of it): the source
+    hash of a plugin file or of a module behind a factory, and a cache entry's checksum."""
+    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()[:length]
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
 
 
 def source_digest(cls: type, length: int = 16) -> str:

@@ -1,6 +1,5 @@
 """Input checked before compute: settings, memory, empty selections, file-system problems, kernels recorded."""
 import errno
-import hashlib
 import io
 import json
 import os
@@ -14,6 +13,7 @@ import l2obench.results
 from l2obench.atomic import write_atomically
 from l2obench.cache import Cache
 from l2obench.data import make_splits
+from l2obench.hashing import file_digest
 from l2obench.memory import ENV_VAR, available_bytes, format_bytes
 from l2obench.registry import Registry
 from l2obench.results import read_results
@@ -183,7 +183,7 @@ def test_unreadable_entry_of_a_read_only_cache_is_skipped(tmp_path, monkeypatch,
     path = cache.path("data", "k")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a torch file")
-    Cache.checksum_path(path).write_text(hashlib.sha256(b"not a torch file").hexdigest())
+    Cache.checksum_path(path).write_text(file_digest(path, length=64))
     monkeypatch.setattr(Path, "unlink", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "read-only")))
     assert cache.load("data", "k") is None
     assert f"discarding cache entry {path}, recomputing it: it cannot be read" in capsys.readouterr().err

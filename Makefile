@@ -37,6 +37,7 @@ run: setup
 
 publish: setup
 	$(BIN)/l2obench run --suite $(SUITE) --scale $(SCALE) --seeds $(SEEDS) --results results/$(SUITE)-$(SCALE) --resume
+	$(BIN)/l2obench report results/$(SUITE)-$(SCALE) -o results/$(SUITE)-$(SCALE)/report
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -195,7 +195,10 @@ def test_ctrl_c_ends_the_pool_workers_and_exits_130(tmp_path, plugin, venv_bin):
     driver = subprocess.Popen(
         [os.path.join(venv_bin, "l2obench"), "run", "--suite", str(suite), "--results", str(tmp_path / "run"),
          "--no-progress", "--plugin", str(plugin), "-j", "2", "--cell-timeout", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        # Started in the background (nohup, `&`), this process may ignore SIGINT, and Python then sets no
+        # KeyboardInterrupt handler in the driver: give it the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         for line in driver.stdout:

@@ -193,7 +193,8 @@ class DnCNNStop(PatchTraining, LearnedStopping):
         problem, dncnn = context.problem, self.network_.dncnn
 
         def exit_losses(part) -> torch.Tensor:  # (N,): the exits' losses summed, the last output left out
-            return torch.stack([problem.loss(x, part.target) for x in self.forward(part.observation())[:-1]]).sum(0)
+            heads = self.forward(part.observation(), depth=self.n_outputs - 1)  # not computing the last layers
+            return torch.stack([problem.loss(x, part.target) for x in heads]).sum(0)
 
         def heads_loss(batch) -> torch.Tensor:
             dncnn.layers.eval()  # the trained layers' batch normalisation statistics stay as they are

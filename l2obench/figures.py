@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 DPI = 96
 LEARNED_STYLE = {"linestyle": "--"}
 CLASSICAL_STYLE = {"linestyle": "-"}
+POINT_STYLE = {"marker": "o", "markersize": 5}  # a curve of one point (DnCNN's one output), which a line alone hides
 
 
 def palette(labels) -> dict:
@@ -45,6 +46,11 @@ def _log_x(values) -> bool:
     return bool(values) and max(values) / min(values) >= 50
 
 
+def _style(learned: bool | None, x) -> dict:
+    """Dashed for learned, solid for classical solvers; a marker where the curve is one point."""
+    return {**(LEARNED_STYLE if learned else CLASSICAL_STYLE), **(POINT_STYLE if len(x) == 1 else {})}
+
+
 def convergence(curves: Mapping[str, tuple], learned: Mapping[str, bool], metric: str, path: Path,
                 wall_clock: Mapping[str, tuple] | None = None, wall_clock_label: str = "wall-clock (s)",
                 colors: Mapping | None = None) -> Path:
@@ -72,15 +78,13 @@ def convergence(curves: Mapping[str, tuple], learned: Mapping[str, bool], metric
     axes = list(axes[0])
     colors = colors or palette(curves)
     for label, (x, y) in curves.items():
-        style = LEARNED_STYLE if learned.get(label) else CLASSICAL_STYLE
-        axes[0].plot(x, y, color=colors[label], label=label, linewidth=1.4, **style)
+        axes[0].plot(x, y, color=colors[label], label=label, linewidth=1.4, **_style(learned.get(label), x))
     axes[0].set_xlabel("iteration / layer")
     if _log_x([v for x, _ in curves.values() for v in x]):
         axes[0].set_xscale("log")
     if wall_clock:
         for label, (x, y) in wall_clock.items():
-            style = LEARNED_STYLE if learned.get(label) else CLASSICAL_STYLE
-            axes[1].plot(x, y, color=colors.get(label), linewidth=1.4, **style)
+            axes[1].plot(x, y, color=colors.get(label), linewidth=1.4, **_style(learned.get(label), x))
         axes[1].set_xlabel(wall_clock_label)
         if _log_x([v for x, _ in wall_clock.values() for v in x]):
             axes[1].set_xscale("log")

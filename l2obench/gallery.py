@@ -6,7 +6,10 @@ The runner writes, per problem setting and seed, each solver's images under
 and ``<name>_noisy.png``, each solver's output ``<name>.png``). ``gallery``
 composes one figure per setting, seed and split: a row per image (e.g. per
 noise level), the clean and noisy images, then every solver's output, each
-panel titled with its PSNR against the clean image as stored (8-bit PNG).
+panel titled with its PSNR against the clean image as stored (8-bit PNG). Past
+``MAX_SOLVER_COLUMNS`` solvers (a sweep's models, say) the solvers are split
+over several figures, in their labels' natural order (``k=4`` before ``k=12``),
+so that each panel stays legible.
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["folder_name", "gallery", "galleries"]
+__all__ = ["folder_name", "gallery", "galleries", "solver_folders"]
 
 INPUTS = ("clean", "noisy")
+MAX_SOLVER_COLUMNS = 6
 
 
 def folder_name(label: str) -> str:
@@ -38,9 +42,21 @@ def _psnr(image: np.ndarray, clean: np.ndarray) -> float:
     return math.inf if error == 0 else 10 * math.log10(1 / error)
 
 
-def gallery(seed_dir: Path, split: str, path: Path) -> Path | None:
+def _natural(name: str) -> list:
+    """Sort key: the name's runs of digits compared as numbers (``k=4`` before ``k=12``)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def solver_folders(seed_dir: Path, split: str) -> list[str]:
+    """The solvers (folder names) with images of ``split`` under ``seed_dir``, in natural order."""
+    return sorted((p.name for p in seed_dir.iterdir() if p.is_dir() and p.name != "input" and (p / split).is_dir()),
+                  key=_natural)
+
+
+def gallery(seed_dir: Path, split: str, path: Path, solvers: list[str] | None = None) -> Path | None:
     """One figure of ``seed_dir``'s (``images/<problem>/seed<k>``) images of ``split`` at ``path``.
 
+    ``solvers`` (folder names) are the columns after the inputs (default: every solver there).
     Returns ``path``, or None when ``seed_dir`` holds no inputs for ``split``.
     """
     import matplotlib
@@ -51,7 +67,7 @@ def gallery(seed_dir: Path, split: str, path: Path) -> Path | None:
     inputs = seed_dir / "input" / split
     names = sorted((p.name[:-len("_clean.png")] for p in inputs.glob("*_clean.png")), key=_level) \
         if inputs.is_dir() else []
-    solvers = sorted(p.name for p in seed_dir.iterdir() if p.is_dir() and p.name != "input" and (p / split).is_dir())
+    solvers = solver_folders(seed_dir, split) if solvers is None else list(solvers)
     if not names:
         return None
     columns = [*INPUTS, *solvers]
@@ -106,9 +122,16 @@ def galleries(run_dirs, output: Path) -> dict[str, list[tuple[Path, str]]]:
             for seed_dir in sorted(p for p in problem.iterdir() if p.is_dir()):
                 splits = sorted(p.name for p in (seed_dir / "input").iterdir()) if (seed_dir / "input").is_dir() else []
                 for split in splits:
-                    path = output / f"gallery_{problem.name}_{seed_dir.name}_{split}.png"
-                    if gallery(seed_dir, split, path) is not None:
+                    solvers = solver_folders(seed_dir, split)
+                    parts = [solvers[i:i + MAX_SOLVER_COLUMNS] for i in range(0, len(solvers), MAX_SOLVER_COLUMNS)]
+                    for number, part in enumerate(parts or [[]], 1):
+                        suffix = f"_part{number}" if len(parts) > 1 else ""
+                        path = output / f"gallery_{problem.name}_{seed_dir.name}_{split}{suffix}.png"
+                        if gallery(seed_dir, split, path, part) is None:
+                            break
                         caption = (f"{problem.name}, {seed_dir.name}, {split} split: clean, noisy and each solver's "
                                    "output of the first image of every noise level; PSNR of the stored 8-bit image")
+                        if len(parts) > 1:
+                            caption += f" (solvers, part {number} of {len(parts)})"
                         found.setdefault(problem.name, []).append((path, caption))
     return found

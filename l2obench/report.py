@@ -63,7 +63,8 @@ def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sour
         Result rows (``l2obench.results.read_results``), of one run or several
         (pooled as by the leaderboard: ``l2obench.pooling``).
     output : path
-        Directory created if needed; ``index.html`` and ``figures/*.png`` are written.
+        Directory created if needed; ``index.html`` and ``figures/*.png`` are written, and PNGs
+        under ``figures/`` that the page does not show (an earlier report's) are removed.
     split : str
         Split whose metrics the leaderboard shows.
     sources : sequence of str
@@ -96,6 +97,10 @@ def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sour
             + "\n".join(b for b in body if b) + "\n</body></html>\n")
     index = output / "index.html"
     index.write_text(page, encoding="utf-8")
+    shown = set(re.findall(r'src="figures/([^"/]+\.png)"', page))
+    for stale in (output / "figures").glob("*.png"):
+        if html.escape(stale.name) not in shown:
+            stale.unlink()
     return index
 
 

@@ -489,3 +489,36 @@ def test_the_runner_hides_the_noise_level_from_solvers_that_do_not_declare_it(cl
     assert set(df["status"]) == {"ok"}
     errors = df[df["metric"] == "sigma_error"]
     assert set(errors["solver"]) == {"TV estimating sigma"}  # scored against the hidden true sigma
+
+
+def test_a_gallery_of_many_solvers_is_split_into_legible_figures_in_natural_order(tmp_path):
+    """A sweep's models (18 in the energy-denoising suite) in one figure made panels too small to see."""
+    from PIL import Image
+
+    from l2obench import gallery
+
+    seed_dir = tmp_path / "run" / "images" / "dead-leaves" / "seed0"
+    (seed_dir / "input" / "test").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for level in (15, 55):
+        for kind in ("clean", "noisy"):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L").save(
+                seed_dir / "input" / "test" / f"sigma{level}_0_{kind}.png")
+    solvers = [f"GD_k_energy_{size}_k={k}" for size in ("over", "under") for k in (1, 4, 12)] + ["TV", "Wavelet"]
+    for solver in solvers:
+        (seed_dir / solver / "test").mkdir(parents=True)
+        for level in (15, 55):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), "L").save(
+                seed_dir / solver / "test" / f"sigma{level}_0.png")
+    assert gallery.solver_folders(seed_dir, "test")[:3] == ["GD_k_energy_over_k=1", "GD_k_energy_over_k=4",
+                                                            "GD_k_energy_over_k=12"]
+    figures = gallery.galleries([tmp_path / "run"], tmp_path / "out")["dead-leaves"]
+    assert [path.name for path, _ in figures] == ["gallery_dead-leaves_seed0_test_part1.png",
+                                                  "gallery_dead-leaves_seed0_test_part2.png"]
+    assert [caption.endswith(f"part {i} of 2)") for i, (_, caption) in enumerate(figures, 1)] == [True, True]
+    widths = []
+    for path, _ in figures:
+        with Image.open(path) as figure:
+            widths.append(figure.size[0])
+    per_column = 1.6 * 110
+    assert widths == pytest.approx([(2 + gallery.MAX_SOLVER_COLUMNS) * per_column, (2 + 2) * per_column], abs=2)

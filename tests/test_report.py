@@ -168,3 +168,32 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(smoke_repor
     pixels = matplotlib.image.imread(shot)[..., :3]
     assert pixels.shape[:2] == (2400, 1280)
     assert (pixels < 0.5).mean() > 0.01 and pixels.reshape(-1, 3).std(0).max() > 0.1  # text and figures, not blank
+
+
+def test_a_convergence_curve_of_one_point_is_drawn(tmp_path):
+    """DnCNN has one output, so its curve is one point: a line alone would leave it out of the figure."""
+    from l2obench import figures
+
+    red = (1.0, 0.0, 0.0, 1.0)
+    path = figures.convergence({"one output": ([1], [28.0]), "seven exits": (list(range(1, 8)), [20.0 + t for t in range(7)])},
+                               {"one output": True, "seven exits": True}, "psnr", tmp_path / "c.png",
+                               wall_clock={"one output": ([0.17], [28.0])},
+                               colors={"one output": red, "seven exits": (0.0, 0.0, 1.0, 1.0)})
+    image = matplotlib.image.imread(path)[..., :3]
+    reddish = (image[..., 0] > 0.8) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)
+    width = image.shape[1]
+    legend = int(0.8 * width)  # the legend's handle, right of both panels, is red too
+    assert reddish[:, : width // 2].sum() > 10, "the one-point curve is missing from the iteration panel"
+    assert reddish[:, width // 2: legend].sum() > 10, "the one-point curve is missing from the wall-clock panel"
+
+
+def test_writing_a_report_again_removes_the_figures_the_new_page_does_not_show(smoke_report, cli, tmp_path):
+    run, _ = smoke_report
+    output = tmp_path / "report"
+    (output / "figures").mkdir(parents=True)
+    stale = output / "figures" / "gallery_cs-tiny_seed0_test.png"  # e.g. a figure since split into parts
+    stale.write_bytes(b"\x89PNG")
+    code, _, err = cli("report", str(run), "-o", str(output))
+    assert code == 0, err
+    shown = set(re.findall(r'src="figures/([^"]+)"', (output / "index.html").read_text()))
+    assert shown and shown == {p.name for p in (output / "figures").iterdir()}

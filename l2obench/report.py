@@ -54,6 +54,9 @@ nav a{margin-right:1em}
 """
 
 
+REPORT_FIGURE = re.compile(r"(p-.+-\d+|gallery_.+)\.png")  # the names ``_Section._figure`` and ``galleries`` give
+
+
 def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sources: Sequence[str] = ()) -> Path:
     """Write the report of result rows ``df`` into directory ``output``.
 
@@ -63,8 +66,9 @@ def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sour
         Result rows (``l2obench.results.read_results``), of one run or several
         (pooled as by the leaderboard: ``l2obench.pooling``).
     output : path
-        Directory created if needed; ``index.html`` and ``figures/*.png`` are written, and PNGs
-        under ``figures/`` that the page does not show (an earlier report's) are removed.
+        Directory created if needed; ``index.html`` and ``figures/*.png`` are written, and the
+        figures of an earlier report there that the page does not show are removed (PNGs named as
+        a report names them, ``p-<problem>-<kind>-<n>.png`` and ``gallery_*.png``; other files stay).
     split : str
         Split whose metrics the leaderboard shows.
     sources : sequence of str
@@ -99,7 +103,7 @@ def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sour
     index.write_text(page, encoding="utf-8")
     shown = set(re.findall(r'src="figures/([^"/]+\.png)"', page))
     for stale in (output / "figures").glob("*.png"):
-        if html.escape(stale.name) not in shown:
+        if REPORT_FIGURE.fullmatch(stale.name) and html.escape(stale.name) not in shown:
             stale.unlink()
     return index
 

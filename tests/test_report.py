@@ -193,7 +193,9 @@ def test_writing_a_report_again_removes_the_figures_the_new_page_does_not_show(s
     (output / "figures").mkdir(parents=True)
     stale = output / "figures" / "gallery_cs-tiny_seed0_test.png"  # e.g. a figure since split into parts
     stale.write_bytes(b"\x89PNG")
+    mine = output / "figures" / "my-own-plot.png"  # not named as a report's figure: left alone
+    mine.write_bytes(b"\x89PNG")
     code, _, err = cli("report", str(run), "-o", str(output))
     assert code == 0, err
     shown = set(re.findall(r'src="figures/([^"]+)"', (output / "index.html").read_text()))
-    assert shown and shown == {p.name for p in (output / "figures").iterdir()}
+    assert shown and shown | {mine.name} == {p.name for p in (output / "figures").iterdir()}

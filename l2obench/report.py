@@ -246,7 +246,7 @@ class _Section:
                          & (self.rows["subset"] == "all")]
         if rows.empty:
             return ""
-        rows = _deepest_variants(rows)
+        rows, note = self._few_lines(problem, rows)
         curves = self._curves(rows.assign(it=rows["iteration"]), "it")
         wall = self._curves(rows, "wall_clock_s")
         timed = rows[rows["wall_clock_s"].notna()]
@@ -260,18 +260,34 @@ class _Section:
                    + (" and wall-clock" if wall else "") + ", mean over seeds; solid: classical, dashed: learned.")
         if wall and modelled:
             caption += f" Wall-clock modelled (solve time × t/T) for: {', '.join(modelled)}."
+        caption += note
         return self._img(path, f"{self.metric} against iteration, {problem}", caption)
+
+    def _few_lines(self, problem: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+        """``rows`` of the labels the convergence figure draws (each solver's deepest variant when more
+        than ``MAX_LINES`` labels ran), and a caption's note saying so (empty when all are drawn)."""
+        if rows["solver"].nunique() <= MAX_LINES:
+            return rows, ""
+        keep = _deepest_labels(self.rows[(self.rows["problem"] == problem) & self.rows["iteration"].notna()
+                                         & (self.rows["metric"] == self.metric) & (self.rows["split"] == "test")
+                                         & (self.rows["subset"] == "all")])
+        if keep is None:
+            return rows, ""
+        return (rows[rows["solver"].isin(keep)],
+                f" Of the {rows['solver'].nunique()} solver variants, each solver's deepest (the sweep figures "
+                "show them all).")
 
     def _training(self, problem: str) -> str:
         rows = self.rows[(self.rows["problem"] == problem) & (self.rows["metric"] == "training_val_score")
                          & self.rows["iteration"].notna() & self.rows["value"].notna()]
         if rows.empty:
             return ""
+        rows, note = self._few_lines(problem, rows)
         curves = {solver: [(g["iteration"].tolist(), g["value"].tolist())
                            for _, g in by_solver.sort_values("iteration", kind="stable").groupby("seed")]
                   for solver, by_solver in rows.groupby("solver", sort=False)}
         path = figures.training_curves(curves, self._figure("training"), self.colors)
-        return self._img(path, f"training curves, {problem}", f"{problem}: {TRAINING_CAPTION}")
+        return self._img(path, f"training curves, {problem}", f"{problem}: {TRAINING_CAPTION}{note}")
 
     def _tuning(self, problem: str) -> str:
         rows = self.rows[(self.rows["problem"] == problem) & (self.rows["metric"] == "tuning_val_loss")
@@ -320,11 +336,12 @@ class _Section:
                          & (self.rows["subset"] != "all") & self.rows["subset"].notna()]
         if rows["subset"].nunique() < 2:
             return ""
+        rows, note = self._few_lines(problem, rows)
         lines = _mean_lines(rows, "solver", "subset", order=_level_order(rows["subset"]))
         path = figures.against_values(lines, self.learned, "level (test subset)", self.metric,
                                       self._figure("levels"), categorical=True, colors=self.colors)
         return self._img(path, f"{self.metric} per level, {problem}",
-                         f"{problem}: test {self.metric} per level, mean ± standard deviation over seeds.")
+                         f"{problem}: test {self.metric} per level, mean ± standard deviation over seeds.{note}")
 
     def _sweeps(self) -> str:
         rows = self.rows[self.rows["iteration"].isna() & (self.rows["metric"] == self.metric)
@@ -382,13 +399,16 @@ def _test_instances(rows: pd.DataFrame) -> dict[str, str]:
     return {solver: "/".join(str(v) for v in sorted(set(g))) for solver, g in counts.groupby(level="solver")}
 
 
-def _deepest_variants(rows: pd.DataFrame, limit: int = 12) -> pd.DataFrame:
-    """Rows of at most ``limit`` solver labels: with more, each base solver's variant running longest."""
-    if rows["solver"].nunique() <= limit:
-        return rows
-    depth = rows.groupby(["solver_base", "solver"])["iteration"].max().reset_index()
-    chosen = depth.sort_values("iteration").drop_duplicates("solver_base", keep="last")["solver"]
-    return rows[rows["solver"].isin(set(chosen))]
+MAX_LINES = 12  # solver labels a convergence, level or training figure draws; past it, each solver's deepest variant
+
+
+def _deepest_labels(trajectory: pd.DataFrame, limit: int = MAX_LINES) -> set | None:
+    """The solver labels of trajectory rows to draw: all (None) up to ``limit``; with more, each base
+    solver's variant running longest."""
+    if trajectory.empty or trajectory["solver"].nunique() <= limit:
+        return None
+    depth = trajectory.groupby(["solver_base", "solver"])["iteration"].max().reset_index()
+    return set(depth.sort_values("iteration").drop_duplicates("solver_base", keep="last")["solver"])
 
 
 def _distribution(rows: pd.DataFrame, bins: int = 60) -> dict[str, tuple]:

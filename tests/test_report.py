@@ -199,3 +199,31 @@ def test_writing_a_report_again_removes_the_figures_the_new_page_does_not_show(s
     assert code == 0, err
     shown = set(re.findall(r'src="figures/([^"]+)"', (output / "index.html").read_text()))
     assert shown and shown | {mine.name} == {p.name for p in (output / "figures").iterdir()}
+
+
+def test_past_twelve_variants_the_curve_figures_draw_each_solvers_deepest(tmp_path, monkeypatch):
+    """The published energy-denoising run has 18 variants (GD/NAG x 3 model sizes x k = 1, 4, 12): the
+    convergence, per-level and training figures draw the six k = 12 ones and say so; the sweep figure all."""
+    from l2obench import figures, report
+
+    drawn = {}
+
+    def spy(name, labels_of):
+        original = getattr(figures, name)
+
+        def wrapper(*args, **kwargs):
+            drawn.setdefault(name, []).append(labels_of(args))
+            return original(*args, **kwargs)
+        monkeypatch.setattr(figures, name, wrapper)
+
+    spy("convergence", lambda args: set(args[0]))
+    spy("training_curves", lambda args: set(args[0]))
+    spy("against_values", lambda args: (args[2], set(args[0])))
+    df = read_results([Path(__file__).resolve().parents[1] / "results" / "energy-denoising-small"])
+    page = report.write_report(df, tmp_path / "report").read_text()
+    deepest = {f"{a}^k energy ({size}) [k=12]" for a in ("GD", "NAG") for size in ("under", "about right", "over")}
+    assert drawn["convergence"] == [deepest] and drawn["training_curves"] == [deepest]
+    levels = [labels for xlabel, labels in drawn["against_values"] if xlabel.startswith("level")]
+    swept = [labels for xlabel, labels in drawn["against_values"] if xlabel == "k"]
+    assert levels == [deepest] and len(swept) == 1 and len(swept[0]) == 6  # one line per solver over k
+    assert html.unescape(page).count("Of the 18 solver variants, each solver's deepest") == 3

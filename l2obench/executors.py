@@ -276,8 +276,27 @@ class ProcessPool:
 
 # -- Dask --------------------------------------------------------------------------
 def _compute_on_dask(config: WorkerConfig, cell):
+    """The cell's result on a Dask worker. A worker of one thread (a LocalCluster's) computes with its
+    stderr captured, as a pool worker does, so that the driver shows a plugin's warnings above its
+    progress bars; with more threads, redirecting the process's stderr would take other cells' too,
+    so it goes where the worker's stderr goes (its log)."""
     thread_policy.apply(config.threads, passive=True)
-    return _computer(config).compute(cell)
+    if _dask_worker_threads() != 1:
+        return _computer(config).compute(cell)
+    with contextlib.redirect_stderr(io.StringIO()) as captured:
+        result = _computer(config).compute(cell)
+    result.stderr = captured.getvalue()
+    return result
+
+
+def _dask_worker_threads() -> int | None:
+    """The number of threads of the Dask worker running the calling task (None when not known)."""
+    import distributed
+
+    try:
+        return distributed.get_worker().state.nthreads
+    except (ValueError, AttributeError):
+        return None
 
 
 def _import_distributed():

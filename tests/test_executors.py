@@ -167,6 +167,15 @@ def test_a_pool_workers_warnings_come_back_to_the_drivers_stderr_with_the_cell(c
     assert err.count("RuntimeWarning: the zeros are only a guess") == 1, err  # written by the driver
 
 
+def test_a_dask_local_workers_warnings_come_back_to_the_drivers_stderr_with_the_cell(cli, tmp_path, plugin):
+    pytest.importorskip("distributed")
+    suite = _suite(tmp_path, [{"solver": "warning"}, {"solver": "zeros"}])
+    code, out, err = cli("run", "--suite", str(suite), "--results", str(tmp_path / "run"), "--no-progress",
+                         "--plugin", str(plugin), "--executor", "dask-local", "--workers", "1")
+    assert code == 0, out + err
+    assert err.count("RuntimeWarning: the zeros are only a guess") == 1, err  # written by the driver
+
+
 def test_dask_worker_thread_records_a_cell_past_its_timeout_and_goes_on(cli, tmp_path, plugin):
     pytest.importorskip("distributed")
     suite = _suite(tmp_path, [{"solver": "looping"}, {"solver": "zeros"}])

@@ -59,7 +59,9 @@ def convergence(curves: Mapping[str, tuple], learned: Mapping[str, bool], metric
     Parameters
     ----------
     curves : mapping
-        Solver label -> ``(iterations, values)``.
+        Solver label -> ``(iterations, values)``. A curve of one point (a solver with one output,
+        such as DnCNN) is drawn as a dotted level across the iteration panel, and as a point
+        against wall-clock.
     learned : mapping
         Solver label -> whether it is learned (dashed) or classical (solid).
     metric : str
@@ -78,6 +80,9 @@ def convergence(curves: Mapping[str, tuple], learned: Mapping[str, bool], metric
     axes = list(axes[0])
     colors = colors or palette(curves)
     for label, (x, y) in curves.items():
+        if len(x) == 1:  # one output (DnCNN): a level to compare with, not a point at some iteration
+            axes[0].axhline(y[0], color=colors[label], label=label, linewidth=1.2, linestyle=":")
+            continue
         axes[0].plot(x, y, color=colors[label], label=label, linewidth=1.4, **_style(learned.get(label), x))
     axes[0].set_xlabel("iteration / layer")
     if _log_x([v for x, _ in curves.values() for v in x]):

@@ -260,6 +260,8 @@ class _Section:
                    + (" and wall-clock" if wall else "") + ", mean over seeds; solid: classical, dashed: learned.")
         if wall and modelled:
             caption += f" Wall-clock modelled (solve time × t/T) for: {', '.join(modelled)}."
+        if any(len(x) == 1 for x, _ in curves.values()):
+            caption += " Dotted: the one output of a solver without iterations (e.g. DnCNN), as a level."
         caption += note
         return self._img(path, f"{self.metric} against iteration, {problem}", caption)
 

@@ -171,7 +171,10 @@ def test_report_renders_in_headless_chromium_with_every_image_loaded(smoke_repor
 
 
 def test_a_convergence_curve_of_one_point_is_drawn(tmp_path):
-    """DnCNN has one output, so its curve is one point: a line alone would leave it out of the figure."""
+    """DnCNN has one output, so its curve is one point: a line alone would leave it out of the figure. It is a
+    level across the iteration panel (it has no iterations) and a point against wall-clock."""
+    import numpy as np
+
     from l2obench import figures
 
     red = (1.0, 0.0, 0.0, 1.0)
@@ -183,8 +186,14 @@ def test_a_convergence_curve_of_one_point_is_drawn(tmp_path):
     reddish = (image[..., 0] > 0.8) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)
     width = image.shape[1]
     legend = int(0.8 * width)  # the legend's handle, right of both panels, is red too
-    assert reddish[:, : width // 2].sum() > 10, "the one-point curve is missing from the iteration panel"
-    assert reddish[:, width // 2: legend].sum() > 10, "the one-point curve is missing from the wall-clock panel"
+    left, right = reddish[:, : width // 2], reddish[:, width // 2: legend]
+    def span(panel):  # how far across the panel the curve's colour reaches, in pixels
+        columns = np.flatnonzero(panel.any(axis=0))
+        return columns.max() - columns.min() if len(columns) else 0
+
+    assert span(left) > 0.6 * left.shape[1], "the one output is not a level across the iteration panel"
+    assert right.sum() > 10, "the one-point curve is missing from the wall-clock panel"
+    assert span(right) < 0.1 * right.shape[1], "against wall-clock it is a point, not a level"
 
 
 def test_writing_a_report_again_removes_the_figures_the_new_page_does_not_show(smoke_report, cli, tmp_path):

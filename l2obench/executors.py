@@ -157,14 +157,19 @@ def _start_pool_worker(config: WorkerConfig) -> None:
     _pool_config = config
 
 
-def _compute_in_pool(cell):
+def _compute_capturing_stderr(config: WorkerConfig, cell):
     """The cell's result, with what the worker wrote to stderr meanwhile (Python warnings, a plugin's
     prints) in ``stderr``: the driver shows it above its progress bars instead of the worker writing
-    into them. A pool worker computes one cell at a time, so redirecting its stderr is safe."""
+    into them. Only for a worker computing one cell at a time: the redirection is process-wide."""
     with contextlib.redirect_stderr(io.StringIO()) as captured:
-        result = _computer(_pool_config).compute(cell)
+        result = _computer(config).compute(cell)
     result.stderr = captured.getvalue()
     return result
+
+
+def _compute_in_pool(cell):
+    """The cell's result in a pool worker, which computes one cell at a time: stderr captured."""
+    return _compute_capturing_stderr(_pool_config, cell)
 
 
 def _pool_worker_state() -> dict:
@@ -283,18 +288,13 @@ def _compute_on_dask(config: WorkerConfig, cell):
     thread_policy.apply(config.threads, passive=True)
     if _dask_worker_threads() != 1:
         return _computer(config).compute(cell)
-    with contextlib.redirect_stderr(io.StringIO()) as captured:
-        result = _computer(config).compute(cell)
-    result.stderr = captured.getvalue()
-    return result
+    return _compute_capturing_stderr(config, cell)
 
 
 def _dask_worker_threads() -> int | None:
     """The number of threads of the Dask worker running the calling task (None when not known)."""
-    import distributed
-
     try:
-        return distributed.get_worker().state.nthreads
+        return _import_distributed().get_worker().state.nthreads
     except (ValueError, AttributeError):
         return None
 

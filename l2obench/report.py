@@ -240,10 +240,14 @@ class _Section:
             out[solver] = (wide[x].mean(axis=1).tolist(), wide["value"].mean(axis=1).tolist())
         return out
 
-    def _convergence(self, problem: str) -> str:
-        rows = self.rows[(self.rows["problem"] == problem) & self.rows["iteration"].notna()
+    def _trajectory(self, problem: str) -> pd.DataFrame:
+        """The test trajectory rows of ``problem``'s primary metric over all instances."""
+        return self.rows[(self.rows["problem"] == problem) & self.rows["iteration"].notna()
                          & (self.rows["metric"] == self.metric) & (self.rows["split"] == "test")
                          & (self.rows["subset"] == "all")]
+
+    def _convergence(self, problem: str) -> str:
+        rows = self._trajectory(problem)
         if rows.empty:
             return ""
         rows, note = self._few_lines(problem, rows)
@@ -270,9 +274,7 @@ class _Section:
         than ``MAX_LINES`` labels ran), and a caption's note saying so (empty when all are drawn)."""
         if rows["solver"].nunique() <= MAX_LINES:
             return rows, ""
-        keep = _deepest_labels(self.rows[(self.rows["problem"] == problem) & self.rows["iteration"].notna()
-                                         & (self.rows["metric"] == self.metric) & (self.rows["split"] == "test")
-                                         & (self.rows["subset"] == "all")])
+        keep = _deepest_labels(self._trajectory(problem))
         if keep is None:
             return rows, ""
         return (rows[rows["solver"].isin(keep)],

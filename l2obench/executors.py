@@ -225,10 +225,17 @@ class ProcessPool:
                 i = suspects.popleft()
                 yield i, self._outcome(self._pool().submit(_compute_in_pool, cells[i]), alone=True)
             running: dict = {}
-            while (queue or running) and not suspects:
+            broken = False
+            while (queue or running) and not suspects and not broken:
                 while queue and len(running) < self.jobs:
-                    i = queue.popleft()
-                    running[self._pool().submit(_compute_in_pool, cells[i])] = i
+                    try:
+                        future = self._pool().submit(_compute_in_pool, cells[queue[0]])
+                    except BrokenProcessPool:  # a worker died since the last wait: its cell's future says so
+                        broken = True
+                        break
+                    running[future] = queue.popleft()
+                if broken:
+                    break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     result = self._outcome(future)
@@ -243,7 +250,7 @@ class ProcessPool:
                     suspects.append(i)
                 else:
                     yield i, result
-            if suspects:
+            if suspects or broken:
                 self.close(terminate=True)
 
     def _outcome(self, future, alone: bool = False):

@@ -8,6 +8,8 @@ import sys
 import textwrap
 import threading
 import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 import torch
@@ -196,6 +198,54 @@ def test_pool_worker_that_dies_fails_its_cell_only(cli, tmp_path, plugin):
     assert "3 ok, 0 diverged, 1 failed" in out
     statuses = read_results([tmp_path / "run"]).groupby("solver")["status"].agg(set)
     assert statuses.to_dict() == {"dying": {"failed"}, "fista": {"ok"}, "ista": {"ok"}, "zeros": {"ok"}}
+
+
+class _PoolThatBreaks:
+    """A stand-in for ProcessPoolExecutor whose worker of cell ``dies`` dies while the driver handles
+    another cell's result: the next submit finds the pool broken before any future has said so."""
+
+    def __init__(self, log, dies):
+        self.log, self.dies, self.broken, self.futures = log, dies, False, {}
+
+    def submit(self, fn, cell):
+        if self.broken:
+            raise BrokenProcessPool("A child process terminated abruptly")
+        self.log.append(cell)
+        future = self.futures[cell] = Future()
+        if cell != self.dies:
+            future.set_result(f"result of {cell}")
+        return future
+
+    def break_now(self):
+        self.broken = True
+        self.futures[self.dies].set_exception(BrokenProcessPool("A child process terminated abruptly"))
+
+    def shutdown(self, wait, cancel_futures):
+        pass
+
+
+def test_a_worker_that_dies_between_two_submits_reruns_its_cell_alone(monkeypatch):
+    """The race behind a CI failure: a worker dies after ``wait`` returned another cell's result and
+    before the next submit, which then raises BrokenProcessPool; the pool is replaced, not the run ended."""
+    log, pools = [], []
+    pool = ProcessPool(WorkerConfig(), jobs=2)
+
+    def fresh_pool():
+        if pool._executor is None:
+            pool._executor = _PoolThatBreaks(log, dies="b" if not pools else None)
+            pools.append(pool._executor)
+        return pool._executor
+
+    monkeypatch.setattr(pool, "_pool", fresh_pool)
+    outcomes = []
+    for i, result in pool.results(["a", "b", "c", "d"], pool.config.run_id):
+        outcomes.append((i, result))
+        if len(pools) == 1 and not pools[0].broken:
+            pools[0].break_now()  # "b"'s worker dies while the driver writes "a"'s result
+    assert outcomes[:2] == [(0, "result of a"), (1, "result of b")]
+    assert sorted(outcomes[2:]) == [(2, "result of c"), (3, "result of d")]  # as they finish
+    assert log == ["a", "b", "b", "c", "d"]  # "b" once more, alone, in a fresh pool
+    assert len(pools) == 2
 
 
 def test_ctrl_c_ends_the_pool_workers_and_exits_130(tmp_path, plugin, venv_bin):

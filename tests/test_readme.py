@@ -46,3 +46,31 @@ def test_suite_file_example_plans(tmp_path):
     smoke = plan(Registry(), str(path), load_suite_file(path), scale="smoke")
     assert [c.solver_label for c in smoke] == ["FISTA (T=20)", "lista", "FISTA (T=20)", "apf"]
     assert smoke[1].budget.steps == 100
+
+
+def test_citation_file_is_valid_cff_for_this_version_and_the_readme_points_to_it():
+    import yaml
+
+    import l2obench
+
+    citation = yaml.safe_load((Path(__file__).resolve().parents[1] / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["type"] == "software"
+    assert citation["version"] == l2obench.__version__  # bumped together
+    assert citation["message"] and citation["title"] and all("name" in a or "family-names" in a
+                                                             for a in citation["authors"])
+    titles = {reference["title"] for reference in citation["references"]}
+    assert titles == {"Duality between Deep Learning and Algorithm Design",
+                      "Understanding Deep Architectures with Reasoning Layer"}
+    assert "`CITATION.cff`" in README and "### Citing a result" in README
+
+
+def test_readme_names_the_commit_of_every_published_run():
+    import pyarrow.dataset as ds
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    section = README.split("### Citing a result")[1].split("\n## ")[0]
+    runs = sorted(results.glob("*-small/cells"))
+    assert len(runs) == 5
+    for cells in runs:
+        commits = set(ds.dataset(cells).to_table(columns=["git_commit"]).column("git_commit").to_pylist())
+        assert len(commits) == 1 and f"`{commits.pop()}`" in section, cells.parent.name

@@ -122,8 +122,9 @@ def load_suite_file(path: str | Path) -> dict:
         text = path.read_text()
     except OSError as exc:
         raise SuiteFileError(f"cannot read suite file {path}: {exc.strerror}") from exc
+    language = "JSON" if path.suffix == ".json" else "TOML"  # any other name is read as TOML
     try:
-        if path.suffix == ".json":
+        if language == "JSON":
             return json.loads(text)
         if sys.version_info >= (3, 11):
             import tomllib
@@ -131,7 +132,7 @@ def load_suite_file(path: str | Path) -> dict:
             import tomli as tomllib
         return tomllib.loads(text)
     except ValueError as exc:
-        raise SuiteFileError(f"suite file {path} is not valid {path.suffix[1:].upper()}: {exc}") from exc
+        raise SuiteFileError(f"suite file {path} is not valid {language}: {exc}") from exc
 
 
 def _check_keys(where: str, entry: Any, allowed: set[str], required: Sequence[str] = ()) -> None:

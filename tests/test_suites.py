@@ -92,6 +92,10 @@ def test_toml_suite_file_and_syntax_errors(tmp_path):
     bad.write_text("[[problems]\n")
     with pytest.raises(SuiteFileError, match="bad.toml is not valid TOML"):
         load_suite_file(bad)
+    unnamed = tmp_path / "suite"  # no suffix: read as TOML, and the message names it
+    unnamed.write_text("not a suite\n")
+    with pytest.raises(SuiteFileError, match="suite is not valid TOML: Expected"):
+        load_suite_file(unnamed)
 
 
 def test_solver_that_does_not_support_the_family_is_rejected_before_compute():

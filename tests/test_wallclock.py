@@ -110,8 +110,10 @@ def test_fista_curve_is_measured_and_ends_near_the_cells_solve_time(cli, tmp_pat
         assert curve["wall_clock_s"].is_monotonic_increasing
         solve = rows.loc[rows["metric"] == "solve_seconds", "value"].item()
         last = curve["wall_clock_s"].iloc[-1]
-        # solve_seconds is one timing, which a busy machine can only lengthen; the axis takes medians
-        assert 0.25 * solve < last < 2.0 * solve + 0.005, (solver, last, solve)
+        # Both are timings of the same solve on a shared machine (the axis medians of rounds, solve_seconds
+        # one), which a busy neighbour moved 2.8x apart once; the bounds catch what is wrong whatever the
+        # load: a unit error, or times summed over rounds or iterations (T = 100s of times the solve).
+        assert 0.1 * solve < last < 10 * solve + 0.01, (solver, last, solve)
         assert (rows.loc[rows["metric"] == "solve_seconds", "wall_clock_source"] == "measured").all()
     # ISTA run to a tolerance for hundreds of iterations: the first one costs what setting up costs
     # (A's Lipschitz constant, the Gram matrix), many times a uniform share of the solve time.

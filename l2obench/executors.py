@@ -223,7 +223,7 @@ class ProcessPool:
         while queue or suspects:
             while suspects:
                 i = suspects.popleft()
-                yield i, self._outcome(self._pool().submit(_compute_in_pool, cells[i]), alone=True)
+                yield i, self._outcome(self._submit_alone(cells[i]), alone=True)
             running: dict = {}
             broken = False
             while (queue or running) and not suspects and not broken:
@@ -252,6 +252,15 @@ class ProcessPool:
                     yield i, result
             if suspects or broken:
                 self.close(terminate=True)
+
+    def _submit_alone(self, cell):
+        """The future of ``cell`` submitted to a whole pool: the last one broke if its worker died after
+        finishing its cell (a fresh pool accepts its first submit)."""
+        try:
+            return self._pool().submit(_compute_in_pool, cell)
+        except BrokenProcessPool:
+            self.close(terminate=True)
+            return self._pool().submit(_compute_in_pool, cell)
 
     def _outcome(self, future, alone: bool = False):
         """A finished cell's result, its exception, or None when its worker died beside others."""

@@ -201,51 +201,79 @@ def test_pool_worker_that_dies_fails_its_cell_only(cli, tmp_path, plugin):
 
 
 class _PoolThatBreaks:
-    """A stand-in for ProcessPoolExecutor whose worker of cell ``dies`` dies while the driver handles
-    another cell's result: the next submit finds the pool broken before any future has said so."""
+    """A stand-in for ProcessPoolExecutor: a cell in ``dying`` never finishes by itself; ``break_now()``
+    is a worker dying, which fails every unfinished future and every later submit, as in the real one."""
 
-    def __init__(self, log, dies):
-        self.log, self.dies, self.broken, self.futures = log, dies, False, {}
+    def __init__(self, log, dying=(), break_at_submit=None):
+        self.log, self.dying, self.break_at_submit = log, set(dying), break_at_submit
+        self.broken, self.futures = False, []
 
     def submit(self, fn, cell):
         if self.broken:
             raise BrokenProcessPool("A child process terminated abruptly")
         self.log.append(cell)
-        future = self.futures[cell] = Future()
-        if cell != self.dies:
+        future = Future()
+        self.futures.append(future)
+        if cell not in self.dying:
             future.set_result(f"result of {cell}")
+        if len(self.futures) == self.break_at_submit:
+            self.break_now()
         return future
 
     def break_now(self):
         self.broken = True
-        self.futures[self.dies].set_exception(BrokenProcessPool("A child process terminated abruptly"))
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(BrokenProcessPool("A child process terminated abruptly"))
 
     def shutdown(self, wait, cancel_futures):
         pass
 
 
-def test_a_worker_that_dies_between_two_submits_reruns_its_cell_alone(monkeypatch):
-    """The race behind a CI failure: a worker dies after ``wait`` returned another cell's result and
-    before the next submit, which then raises BrokenProcessPool; the pool is replaced, not the run ended."""
-    log, pools = [], []
-    pool = ProcessPool(WorkerConfig(), jobs=2)
+def _stand_in_pools(monkeypatch, pool, *pools):
+    """``pool`` takes the stand-ins in turn, a fresh one each time it is closed; returns those taken."""
+    taken, waiting = [], list(pools)
 
     def fresh_pool():
         if pool._executor is None:
-            pool._executor = _PoolThatBreaks(log, dies="b" if not pools else None)
-            pools.append(pool._executor)
+            pool._executor = waiting.pop(0)
+            taken.append(pool._executor)
         return pool._executor
 
     monkeypatch.setattr(pool, "_pool", fresh_pool)
+    return taken
+
+
+def test_a_worker_that_dies_between_two_submits_reruns_its_cell_alone(monkeypatch):
+    """The race behind a CI failure: a worker dies after ``wait`` returned another cell's result and
+    before the next submit, which then raises BrokenProcessPool; the pool is replaced, not the run ended."""
+    log, pool = [], ProcessPool(WorkerConfig(), jobs=2)
+    first = _PoolThatBreaks(log, dying={"b"})
+    taken = _stand_in_pools(monkeypatch, pool, first, _PoolThatBreaks(log))
     outcomes = []
     for i, result in pool.results(["a", "b", "c", "d"], pool.config.run_id):
         outcomes.append((i, result))
-        if len(pools) == 1 and not pools[0].broken:
-            pools[0].break_now()  # "b"'s worker dies while the driver writes "a"'s result
+        if not first.broken:
+            first.break_now()  # "b"'s worker dies while the driver writes "a"'s result
     assert outcomes[:2] == [(0, "result of a"), (1, "result of b")]
     assert sorted(outcomes[2:]) == [(2, "result of c"), (3, "result of d")]  # as they finish
     assert log == ["a", "b", "b", "c", "d"]  # "b" once more, alone, in a fresh pool
-    assert len(pools) == 2
+    assert len(taken) == 2
+
+
+def test_a_worker_that_dies_after_finishing_a_cell_alone_does_not_end_the_reruns(monkeypatch):
+    log, pool = [], ProcessPool(WorkerConfig(), jobs=2)
+    second = _PoolThatBreaks(log)
+    taken = _stand_in_pools(monkeypatch, pool, _PoolThatBreaks(log, dying={"a", "b"}, break_at_submit=2),
+                            second, _PoolThatBreaks(log))
+    outcomes = []
+    for i, result in pool.results(["a", "b", "c"], pool.config.run_id):
+        outcomes.append((i, result))
+        if len(taken) == 2 and not second.broken:
+            second.break_now()  # the first cell rerun alone ran to its end, then its worker died
+    assert sorted(outcomes) == [(0, "result of a"), (1, "result of b"), (2, "result of c")]
+    assert log[:2] == ["a", "b"] and sorted(log[2:4]) == ["a", "b"] and log[4:] == ["c"]  # reruns, in any order
+    assert len(taken) == 3 and len(second.futures) == 1  # the second pool broke after one cell
 
 
 def test_ctrl_c_ends_the_pool_workers_and_exits_130(tmp_path, plugin, venv_bin):

@@ -60,8 +60,10 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str | None = None, split: 
     -------
     DataFrame
         One row per shared cell: ``problem``, ``solver``, ``seed``, ``metric``,
-        ``A``, ``B``, ``B - A`` and ``same code`` (whether the cells' identities
-        match: ``yes``, ``no``, or ``unknown`` for files written before identities).
+        ``A``, ``B``, ``B - A``, ``same code`` (whether the cells' identities
+        match: ``yes``, ``no``, or ``unknown`` for files written before identities)
+        and ``same data`` (whether the split's ``data_hash`` is the same: the runs
+        measured the cell on the same instances).
 
     Raises
     ------
@@ -82,16 +84,25 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, metric: str | None = None, split: 
         values = [_value(r, name, split, subset) for r in (ra, rb)]
         if all(v is None for v in values):
             continue
-        ids = ra["identity"].iloc[0], rb["identity"].iloc[0]
-        same = "unknown" if any(not isinstance(i, str) for i in ids) else "yes" if ids[0] == ids[1] else "no"
         va, vb = (math.nan if v is None else v for v in values)
         rows.append({"problem": first["problem"], "solver": first["solver"], "seed": int(first["seed"]),
                      "metric": name if subset == "all" else f"{name} [{subset}]", "A": va, "B": vb,
-                     "B - A": vb - va, "same code": same})
+                     "B - A": vb - va, "same code": _same(ra["identity"].iloc[0], rb["identity"].iloc[0]),
+                     "same data": _same(*(_data_hash(r, split) for r in (ra, rb)))})
     if not rows:
         raise UsageError(f"no shared cell has a value of {metric or 'its primary metric'} on split {split}, "
                          f"subset {subset}")
     return pd.DataFrame(rows)
+
+
+def _same(a, b) -> str:
+    return "unknown" if not (isinstance(a, str) and isinstance(b, str)) else "yes" if a == b else "no"
+
+
+def _data_hash(rows: pd.DataFrame, split: str) -> str | None:
+    """The hash of the cell's data on ``split`` (None when not recorded)."""
+    hashes = rows.loc[rows["split"] == split, "data_hash"].dropna()
+    return hashes.iloc[0] if len(hashes) else None
 
 
 def _value(rows: pd.DataFrame, metric: str | None, split: str, subset: str) -> float | None:
@@ -113,4 +124,6 @@ def render(table: pd.DataFrame, fmt: str = "terminal") -> str:
         shown = shown.apply(lambda col: col.astype(str).str.replace("|", r"\|", regex=False))
     text = tabulate(shown, headers="keys", tablefmt={"terminal": "simple", "markdown": "pipe"}[fmt],
                     showindex=False, disable_numparse=True)
-    return text + f"\n\n{len(table)} shared cell(s); B - A per cell\n"
+    other = int((table["same data"] == "no").sum())
+    caveat = f"; {other} measured on other data in the two runs (same data: no)" if other else ""
+    return text + f"\n\n{len(table)} shared cell(s); B - A per cell{caveat}\n"

@@ -4,7 +4,9 @@ Tables and reports read rows from one or more run directories. A cell present in
 two of them (the same ``cell_id``) is counted once, from the run that wrote it
 last; a problem label naming different settings in different runs (a setting is
 its resolved content, the ``setting`` column), or a solver label naming different
-registered solvers, names different things, shown apart and marked with ``‡``.
+registered solvers, names different things, shown apart and marked with ``‡``. A
+setting whose data differ between runs (another ``data_hash`` for the same settings, seed
+and split) is warned about: its solvers were not measured on the same instances.
 """
 from __future__ import annotations
 
@@ -92,6 +94,31 @@ def _setting_difference(settings: list[str]) -> dict[str, str]:
             for s, p in zip(settings, parsed)}
 
 
+def warn_if_different_data(df: pd.DataFrame) -> None:
+    """Warn when one problem setting and seed holds different data in ``df`` (a split's ``data_hash``
+    differs between rows): the solvers of that setting were then measured on different instances.
+
+    A setting's data are drawn from its seed, so within a run they never differ; across runs they
+    do when the runs drew them under other CPU kernels (MKL's code path changes the generated
+    matrices, README "Reproducibility across CPUs") or with another version of the family's code.
+    """
+    keys = ["family", "setting", "seed", "split"]
+    rows = df.dropna(subset=["data_hash"])
+    hashes = rows.groupby(keys, sort=False)["data_hash"].nunique()
+    differing = list(hashes[hashes > 1].index)
+    if not differing:
+        return
+    labels = rows.drop_duplicates(keys).set_index(keys)["problem"]
+    examples = "; ".join(f"{labels[key]} / seed {key[2]} / {key[3]}" for key in differing[:3])
+    warnings.warn(f"{len(differing)} problem setting(s) hold different data in different runs (the same "
+                  f"settings, seed and split, another data_hash: drawn under other CPU kernels or other code), "
+                  f"so their solvers were not measured on the same instances: {examples}"
+                  f"{' ...' if len(differing) > 3 else ''}", PoolingWarning, stacklevel=3)
+
+
 def pooled(df: pd.DataFrame) -> pd.DataFrame:
-    """``one_copy_per_cell`` then ``split_shared_labels``: the rows a table or report reads."""
-    return split_shared_labels(one_copy_per_cell(df))
+    """``one_copy_per_cell``, ``warn_if_different_data``, then ``split_shared_labels``: the rows a
+    table or report reads."""
+    df = one_copy_per_cell(df)
+    warn_if_different_data(df)
+    return split_shared_labels(df)

@@ -17,6 +17,7 @@ import html
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +26,7 @@ import pandas as pd
 from l2obench import breakeven, figures, leaderboard
 from l2obench.compare import primary_metric, primary_metrics
 from l2obench.gallery import folder_name, galleries
-from l2obench.pooling import SHARED_MARK, one_copy_per_cell, split_shared_labels
+from l2obench.pooling import SHARED_MARK, PoolingWarning, one_copy_per_cell, split_shared_labels
 from l2obench.results import expand_sweep
 
 WALL_CLOCK_NOTE = ("Wall-clock on a trajectory is measured: the test batch solved again with the solver stopped "
@@ -81,16 +82,21 @@ def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sour
     """
     output = Path(output)
     (output / "figures").mkdir(parents=True, exist_ok=True)
-    df = one_copy_per_cell(df)
-    df = df.assign(solver_base=df["solver"], problem_base=df["problem"])
-    rows = split_shared_labels(leaderboard.with_sweep_labels(df))
-    board = leaderboard.table(rows.assign(sweep=None), split=split)  # labels already carry the swept values
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PoolingWarning)
+        df = one_copy_per_cell(df)
+        df = df.assign(solver_base=df["solver"], problem_base=df["problem"])
+        rows = split_shared_labels(leaderboard.with_sweep_labels(df))
+        board = leaderboard.table(rows.assign(sweep=None), split=split)  # labels already carry the swept values
+    pooling = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, PoolingWarning)))
+    for warning in caught:  # still the caller's to show
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     known = primary_metrics(set(rows["family"]))
     sections = list(dict.fromkeys(rows.sort_values("timestamp", kind="stable")["problem_base"]))
     pictures = galleries(sources, output / "figures")
     body = ["<h1>l2obench report</h1>", _provenance(rows, sources),
             "<nav>" + "".join(f'<a href="#{_anchor(s)}">{html.escape(s)}</a>' for s in sections) + "</nav>",
-            _not_ok(rows)]
+            _pooling_notes(pooling), _not_ok(rows)]
     for section in sections:
         part = rows[rows["problem_base"] == section]
         body.append(_Section(section, part, board, known, output, pictures.get(folder_name(section), [])).render())
@@ -144,6 +150,14 @@ def _provenance(rows: pd.DataFrame, sources: Sequence[str]) -> str:
         items.insert(0, ("results read", ", ".join(map(str, sources))))
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in items)
     return f"<table>{cells}</table>"
+
+
+def _pooling_notes(messages: Sequence[str]) -> str:
+    """What pooling the runs corrected or found (``l2obench.pooling``'s warnings), on the page too."""
+    if not messages:
+        return ""
+    items = "".join(f"<li>{html.escape(m)}</li>" for m in messages)
+    return f'<h2>Pooling the runs</h2><ul class="note">{items}</ul>'
 
 
 def _not_ok(rows: pd.DataFrame) -> str:

@@ -82,16 +82,20 @@ def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sour
     """
     output = Path(output)
     (output / "figures").mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught:  # pooling's warnings, shown on the page too
         warnings.simplefilter("always", PoolingWarning)
         df = one_copy_per_cell(df)
         df = df.assign(solver_base=df["solver"], problem_base=df["problem"])
         rows = split_shared_labels(leaderboard.with_sweep_labels(df))
         board = leaderboard.table(rows.assign(sweep=None), split=split)  # labels already carry the swept values
+        known = primary_metrics(set(rows["family"]))
+        break_even = _break_even(rows.assign(sweep=None), known)
     pooling = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, PoolingWarning)))
-    for warning in caught:  # still the caller's to show
-        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    known = primary_metrics(set(rows["family"]))
+    for message in pooling:  # still the caller's to show, once each
+        warnings.warn(message, PoolingWarning, stacklevel=2)
+    for warning in caught:
+        if not issubclass(warning.category, PoolingWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     sections = list(dict.fromkeys(rows.sort_values("timestamp", kind="stable")["problem_base"]))
     pictures = galleries(sources, output / "figures")
     body = ["<h1>l2obench report</h1>", _provenance(rows, sources),
@@ -100,7 +104,7 @@ def write_report(df: pd.DataFrame, output: str | Path, split: str = "test", sour
     for section in sections:
         part = rows[rows["problem_base"] == section]
         body.append(_Section(section, part, board, known, output, pictures.get(folder_name(section), [])).render())
-    body.append(_break_even(rows.assign(sweep=None), known))
+    body.append(break_even)
     body.append(f'<p class="note">{html.escape(WALL_CLOCK_NOTE)}</p>')
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>l2obench report</title><style>{STYLE}</style></head><body>\n"

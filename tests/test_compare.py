@@ -10,6 +10,7 @@ import pytest
 
 from l2obench import leaderboard
 from l2obench.pooling import PoolingWarning
+from l2obench.report import write_report
 from l2obench.results import read_results
 
 SUITE = {
@@ -122,6 +123,11 @@ def test_solvers_pooled_from_runs_with_different_data_are_warned_about_in_tables
     page = (tmp_path / "report" / "index.html").read_text()
     assert "<h2>Pooling the runs</h2>" in page and "hold different data in different runs" in page
     assert "present in several runs" in page  # ISTA's seed 0 is in both runs: counted once, said there too
+    with warnings.catch_warnings(record=True) as caught:  # a library caller gets each warning once
+        warnings.simplefilter("always")
+        write_report(read_results([a, ista]), tmp_path / "again")
+    messages = [str(w.message) for w in caught if issubclass(w.category, PoolingWarning)]
+    assert len(messages) == 2 and "present in several runs" in messages[0] and "different data" in messages[1]
 
 
 def test_compare_says_when_a_shared_cell_was_measured_on_other_data(runs, cli, tmp_path):

@@ -292,10 +292,10 @@ class _Section:
         than ``MAX_LINES`` labels ran), and a caption's note saying so (empty when all are drawn)."""
         if rows["solver"].nunique() <= MAX_LINES:
             return rows, ""
-        keep = _deepest_labels(self._trajectory(problem))
-        if keep is None:
+        trajectory = self._trajectory(problem)
+        if trajectory.empty:
             return rows, ""
-        return (rows[rows["solver"].isin(keep)],
+        return (rows[rows["solver"].isin(_deepest_labels(trajectory))],
                 f" Of the {rows['solver'].nunique()} solver variants, each solver's deepest (the sweep figures "
                 "show them all).")
 
@@ -424,11 +424,8 @@ def _test_instances(rows: pd.DataFrame) -> dict[str, str]:
 MAX_LINES = 12  # solver labels a convergence, level or training figure draws; past it, each solver's deepest variant
 
 
-def _deepest_labels(trajectory: pd.DataFrame, limit: int = MAX_LINES) -> set | None:
-    """The solver labels of trajectory rows to draw: all (None) up to ``limit``; with more, each base
-    solver's variant running longest."""
-    if trajectory.empty or trajectory["solver"].nunique() <= limit:
-        return None
+def _deepest_labels(trajectory: pd.DataFrame) -> set:
+    """The labels of each base solver's variant running longest in ``trajectory``'s rows."""
     depth = trajectory.groupby(["solver_base", "solver"])["iteration"].max().reset_index()
     return set(depth.sort_values("iteration").drop_duplicates("solver_base", keep="last")["solver"])
 
